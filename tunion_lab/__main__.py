@@ -1,0 +1,5 @@
+import sys
+
+from tunion_lab.lab import main
+
+sys.exit(main())
