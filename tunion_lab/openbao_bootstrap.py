@@ -8,8 +8,8 @@ tunion.keymgmt OpenBao modules); the root token stays in init.json, readable by 
 
 Idempotent: a run rewrites the policy only if its text changed, keeps a token that is still valid and
 carries the policy (renewing it), and makes a new one only when the file is missing or the token dead.
-The policy is scoped to what the province does (粤交〔2019〕11号 第三条: the province manages the
-distribution of keys to the cities): the key-block mount, the city policies and AppRoles, and the
+The policy is scoped to what the province does (粤交〔2019〕11号 第六条、第九条: the province keeps the keys
+and hands them out to the cities): the key-block mount, the city policies and AppRoles, and the
 token accessors it needs to revoke a city (issue 6).
 """
 

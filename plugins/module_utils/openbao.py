@@ -1,0 +1,249 @@
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One way to reach OpenBao: address, CA, token or AppRole login, and errors a person can act on.
+
+Every tunion.keymgmt module that talks to OpenBao takes the options of the
+`tunion.keymgmt.openbao` doc fragment (`OPENBAO_ARGSPEC` here) and calls `connect()`.
+Tokens, secret_ids and role_ids are `no_log` in the argument spec and never appear in an
+error message: `OpenBaoError` texts name the address, the path and the HTTP status only.
+
+AppRole login follows the response-wrapping pattern: the province issues a secret_id wrapped in a
+single-use, short-lived wrapping token; the city looks the wrapping token up first (it must have been
+created by `auth/<mount>/role/<role>/secret-id`), then unwraps it. A wrapping token someone else
+already unwrapped fails the lookup, and we say so: that is how an interception shows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    import hvac
+    import hvac.exceptions
+    import requests.exceptions
+
+    HAS_HVAC = True
+    HVAC_IMPORT_ERROR = ""
+except ImportError as exc:  # reported by the module through fail_json
+    HAS_HVAC = False
+    HVAC_IMPORT_ERROR = str(exc)
+
+try:
+    from ansible.module_utils.basic import env_fallback
+except ImportError:  # pragma: no cover - used outside Ansible (bench, tests)
+
+    def env_fallback(*args: str, **kwargs: Any) -> str:
+        for name in args:
+            if name in os.environ:
+                return os.environ[name]
+        raise KeyError(args[0] if args else "")
+
+
+DEFAULT_TOKEN_PATH = "~/.openbao/token"  # noqa: S105 - a file name, not a secret
+
+# Shared by every OpenBao module; documented in plugins/doc_fragments/openbao.py.
+OPENBAO_ARGSPEC: dict[str, dict[str, Any]] = {
+    "url": {"type": "str", "fallback": (env_fallback, ["BAO_ADDR", "VAULT_ADDR"])},
+    "ca_cert": {"type": "path", "fallback": (env_fallback, ["BAO_CACERT", "VAULT_CACERT"])},
+    "auth_method": {"type": "str", "default": "token", "choices": ["token", "approle"]},
+    "token": {"type": "str", "no_log": True, "fallback": (env_fallback, ["BAO_TOKEN", "VAULT_TOKEN"])},
+    "token_path": {"type": "path", "default": DEFAULT_TOKEN_PATH},
+    "approle_mount": {"type": "str", "default": "approle"},
+    "role_name": {"type": "str"},
+    "role_id": {"type": "str", "no_log": True},
+    "wrapped_secret_id": {"type": "str", "no_log": True},
+    "timeout": {"type": "int", "default": 10},
+}
+
+
+class OpenBaoError(Exception):
+    """A failure to talk to OpenBao, phrased for the operator; never carries a secret."""
+
+
+@dataclass
+class OpenBaoSettings:
+    url: str
+    ca_cert: str | None = None
+    auth_method: str = "token"
+    token: str | None = None
+    token_path: str | None = DEFAULT_TOKEN_PATH
+    approle_mount: str = "approle"
+    role_name: str | None = None
+    role_id: str | None = None
+    wrapped_secret_id: str | None = None
+    timeout: int = 10
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> OpenBaoSettings:
+        if not params.get("url"):
+            raise OpenBaoError("no OpenBao address: set url (or BAO_ADDR), e.g. https://127.0.0.1:8200")
+        return cls(**{name: params.get(name, spec.get("default")) for name, spec in OPENBAO_ARGSPEC.items()})
+
+
+def describe(exc: Exception, action: str, url: str) -> str:
+    """Turn an hvac/requests exception into one line a person can act on (no secrets in it)."""
+    if not HAS_HVAC:
+        return f"{action} failed: {type(exc).__name__}"
+    answers: list[tuple[type, str]] = [
+        (hvac.exceptions.Forbidden, "OpenBao denied {action} (403 permission denied): the token's policies forbid it"),
+        (hvac.exceptions.VaultDown, "OpenBao at {url} is sealed or in standby ({action}): unseal it (lab: bin/lab up)"),
+        (hvac.exceptions.InvalidPath, "OpenBao has nothing at the path for {action} (404)"),
+        (hvac.exceptions.RateLimitExceeded, "OpenBao rate-limited {action} (429): retry later"),
+        (requests.exceptions.SSLError, "TLS verification of OpenBao at {url} failed ({action}): check ca_cert"),
+        (requests.exceptions.ConnectionError, "cannot reach OpenBao at {url} ({action}): is it up, is the url right?"),
+        (requests.exceptions.Timeout, "OpenBao at {url} did not answer in time ({action})"),
+    ]
+    for kind, text in answers:
+        if isinstance(exc, kind):
+            return text.format(action=action, url=url)
+    if isinstance(exc, hvac.exceptions.VaultError):
+        errors = "; ".join(str(e) for e in (getattr(exc, "errors", None) or [])) or type(exc).__name__
+        return f"OpenBao refused {action}: {errors}"
+    return f"{action} failed: {type(exc).__name__}"
+
+
+@contextmanager
+def translated(action: str, url: str) -> Iterator[None]:
+    """Re-raise OpenBao/transport failures inside the block as OpenBaoError with a readable message."""
+    try:
+        yield
+    except OpenBaoError:
+        raise
+    except Exception as exc:
+        if HAS_HVAC and isinstance(exc, hvac.exceptions.VaultError | requests.exceptions.RequestException):
+            raise OpenBaoError(describe(exc, action, url)) from None
+        raise
+
+
+def is_forbidden(exc: Exception) -> bool:
+    return HAS_HVAC and isinstance(exc, hvac.exceptions.Forbidden)
+
+
+class OpenBao:
+    """An authenticated hvac client plus the few KV v2 calls the collection uses."""
+
+    def __init__(self, settings: OpenBaoSettings, client: Any) -> None:
+        self.settings = settings
+        self.client = client
+        self.logged_in_by_approle = False
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    def call(self, action: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        with translated(action, self.url):
+            return func(*args, **kwargs)
+
+    # ---- KV v2
+    def kv_read(self, mount: str, path: str) -> dict[str, Any] | None:
+        """Latest version of a KV v2 secret as {'data': ..., 'metadata': ...}, or None if absent or deleted."""
+        try:
+            with translated(f"reading {mount}/{path}", self.url):
+                answer = self.client.secrets.kv.v2.read_secret_version(
+                    path=path, mount_point=mount, raise_on_deleted_version=True
+                )
+        except OpenBaoError as exc:
+            if "(404)" in str(exc):
+                return None
+            raise
+        return answer["data"]
+
+    def kv_write(self, mount: str, path: str, data: dict[str, Any], cas: int | None = None) -> int:
+        with translated(f"writing {mount}/{path}", self.url):
+            answer = self.client.secrets.kv.v2.create_or_update_secret(
+                path=path, mount_point=mount, secret=data, cas=cas
+            )
+        return int(answer["data"]["version"])
+
+    def kv_list(self, mount: str, path: str) -> list[str]:
+        try:
+            with translated(f"listing {mount}/{path}", self.url):
+                answer = self.client.secrets.kv.v2.list_secrets(path=path, mount_point=mount)
+        except OpenBaoError as exc:
+            if "(404)" in str(exc):
+                return []
+            raise
+        return list(answer["data"]["keys"])
+
+    def revoke_self(self) -> None:
+        """Drop a token we got by AppRole login: it should not outlive the task that used it."""
+        if self.logged_in_by_approle:
+            with suppress(Exception):  # it expires anyway; nothing here the operator must act on
+                self.client.auth.token.revoke_self()
+            self.logged_in_by_approle = False
+
+
+def _read_token_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    expanded = os.path.expanduser(path)
+    if not os.path.exists(expanded):
+        return None
+    try:
+        with open(expanded, encoding="ascii") as handle:
+            return handle.read().strip() or None
+    except OSError as exc:
+        raise OpenBaoError(f"cannot read the OpenBao token file {expanded}: {exc.strerror}") from None
+
+
+def new_client(settings: OpenBaoSettings, token: str | None = None) -> Any:
+    if not HAS_HVAC:
+        raise OpenBaoError(f"the Python library hvac is required on the managed node: {HVAC_IMPORT_ERROR}")
+    verify: bool | str = settings.ca_cert if settings.ca_cert else True
+    return hvac.Client(url=settings.url, token=token, verify=verify, timeout=settings.timeout)
+
+
+def unwrap_secret_id(settings: OpenBaoSettings) -> str:
+    """Check where the wrapping token came from, then unwrap it (once) to get the secret_id."""
+    if not settings.wrapped_secret_id:
+        raise OpenBaoError("auth_method=approle needs wrapped_secret_id (a response-wrapped secret_id)")
+    client = new_client(settings)
+    try:
+        # sys/wrapping/lookup needs no token of its own: the wrapping token is the credential.
+        lookup = client.adapter.post("/v1/sys/wrapping/lookup", json={"token": settings.wrapped_secret_id})
+    except Exception as exc:  # noqa: BLE001 - sorted below; every other failure means the same to the operator
+        if HAS_HVAC and isinstance(exc, requests.exceptions.RequestException | hvac.exceptions.VaultDown):
+            raise OpenBaoError(describe(exc, "looking up the wrapping token", settings.url)) from None
+        raise OpenBaoError(
+            "the wrapped secret_id is not valid: it expired, or someone already unwrapped it. "
+            "If this city did not use it, treat it as intercepted and tell the province (粤交〔2019〕11号 第十六条)."
+        ) from None
+    creation_path = lookup["data"]["creation_path"]
+    if settings.role_name:
+        expected = f"auth/{settings.approle_mount}/role/{settings.role_name}/secret-id"
+        if creation_path != expected:
+            raise OpenBaoError(
+                f"the wrapping token was created by {creation_path!r}, not {expected!r}: refusing to use it"
+            )
+    with translated("unwrapping the secret_id", settings.url):
+        unwrapped = client.sys.unwrap(settings.wrapped_secret_id)
+    return unwrapped["data"]["secret_id"]
+
+
+def connect(params: dict[str, Any] | OpenBaoSettings) -> OpenBao:
+    """Authenticated connection from module params (or settings); raises OpenBaoError."""
+    settings = params if isinstance(params, OpenBaoSettings) else OpenBaoSettings.from_params(params)
+    if settings.auth_method == "approle":
+        if not settings.role_id:
+            raise OpenBaoError("auth_method=approle needs role_id")
+        secret_id = unwrap_secret_id(settings)
+        client = new_client(settings)
+        with translated(f"AppRole login as {settings.role_name or 'the given role'}", settings.url):
+            client.auth.approle.login(role_id=settings.role_id, secret_id=secret_id, mount_point=settings.approle_mount)
+        bao = OpenBao(settings, client)
+        bao.logged_in_by_approle = True
+        return bao
+    token = settings.token or _read_token_file(settings.token_path)
+    if not token:
+        raise OpenBaoError(
+            f"no OpenBao token: set token (or BAO_TOKEN), or put one in {settings.token_path or DEFAULT_TOKEN_PATH}"
+        )
+    client = new_client(settings, token)
+    with translated("checking the token", settings.url):
+        client.auth.token.lookup_self()
+    return OpenBao(settings, client)
