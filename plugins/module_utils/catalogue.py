@@ -1,0 +1,321 @@
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The key catalogue: desired key types and versions, and the rules they must obey before any token is touched.
+
+Rules enforced (粤交〔2019〕11号):
+
+* 第二条(三): keys are consumption-class (消费类) or recharge-class (充值类); the project adds ``internal`` for
+  transport keys (KEKs) and SAM issuer keys, which never leave the HSMs either.
+* 第二条(四): HSMs (专用加密机) hold every class; SAMs (专用安全存取模块) hold consumption keys only. A recharge (or
+  internal) key with ``sam`` among its holders is refused.
+* 第四条/第九条: consumption keys are applied for from the Ministry (origin ``ministry``); recharge keys are issued
+  by the province (origin ``province``).
+* Each (type, version) appears once; algorithms are from a closed list; a validity period ends after it starts.
+
+The catalogue is plain data (a list of mappings in ``group_vars``), so modules, action code and tests share
+:func:`load_catalogue`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import (
+    ALGORITHMS,
+    KEY_CLASSES,
+    USAGES,
+    key_id,
+    key_label,
+    parse_key_label,
+)
+
+RULES = "粤交〔2019〕11号"
+ORIGINS = ("ministry", "province")
+HOLDERS = ("hsm", "sam")
+SCOPES = ("province", "city")
+SOURCES = {"ministry": ("components", "wrapped"), "province": ("generate",)}
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+
+
+class CatalogueError(ValueError):
+    """The catalogue breaks one or more rules; ``errors`` lists each one as a sentence."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("key catalogue refused: " + "; ".join(errors))
+
+
+@dataclass(frozen=True)
+class KeyVersion:
+    version: int
+    not_before: _dt.date
+    not_after: _dt.date
+    kcv: str | None = None  # expected KCV (hex) for imported keys
+
+    def valid_on(self, day: _dt.date) -> bool:
+        return self.not_before <= day <= self.not_after
+
+
+@dataclass(frozen=True)
+class KeyTypeEntry:
+    name: str
+    key_class: str
+    origin: str
+    algorithm: str
+    code: int
+    usage: str
+    scope: str
+    holders: tuple[str, ...]
+    source: str
+    versions: tuple[KeyVersion, ...]
+    kcv_method: str = "ecb"
+    wrapped_by: str | None = None  # label of the transport KEK for source 'wrapped'
+    tests_only: bool = False
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def label(self, version: int, holder: str = "province") -> str:
+        return key_label(self.key_class, self.name, version, holder)
+
+    def id(self, version: int, holder: str = "province") -> bytes:
+        return key_id(self.key_class, self.code, version, holder)
+
+    def version(self, version: int) -> KeyVersion:
+        for v in self.versions:
+            if v.version == version:
+                return v
+        raise KeyError(f"key type {self.name!r} has no version {version}")
+
+    @property
+    def sam_allowed(self) -> bool:
+        return "sam" in self.holders and self.key_class == "consumption"
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    entries: tuple[KeyTypeEntry, ...]
+
+    def __iter__(self) -> Any:
+        return iter(self.entries)
+
+    def entry(self, name: str) -> KeyTypeEntry:
+        for e in self.entries:
+            if e.name == name:
+                return e
+        raise KeyError(f"key type {name!r} is not in the catalogue")
+
+    def validity_for(self, label: str) -> tuple[_dt.date | None, _dt.date | None]:
+        """Validity of the key a project label names (derived keys inherit their master's)."""
+        name = parse_key_label(label)
+        if name is None:
+            return (None, None)
+        for e in self.entries:
+            if e.name == name.key_type and e.key_class == name.key_class:
+                for v in e.versions:
+                    if v.version == name.version:
+                        return (v.not_before, v.not_after)
+        return (None, None)
+
+    def for_sam(self) -> list[KeyTypeEntry]:
+        """Key types a SAM may receive: consumption class with ``sam`` among holders (第二条(四))."""
+        return [e for e in self.entries if e.sam_allowed]
+
+
+def assert_sam_allowed(entry: KeyTypeEntry) -> None:
+    """Refuse to send a key to a SAM unless it is consumption-class with ``sam`` among its holders."""
+    if entry.key_class != "consumption":
+        raise CatalogueError([_sam_rule(entry.name, entry.key_class)])
+    if "sam" not in entry.holders:
+        raise CatalogueError([f"key type {entry.name!r} does not list 'sam' among its holders"])
+
+
+def _sam_rule(name: str, key_class: str) -> str:
+    cn = {"recharge": "充值类", "internal": "内部"}.get(key_class, key_class)
+    return (
+        f"key type {name!r} is {key_class}-class ({cn}) but lists 'sam' among its holders: "
+        f"专用安全存取模块仅存储消费类密钥 ({RULES} 第二条(四)); SAMs hold consumption keys only"
+    )
+
+
+def _date(value: Any, where: str, errors: list[str]) -> _dt.date | None:
+    if isinstance(value, _dt.datetime):
+        return value.date()
+    if isinstance(value, _dt.date):
+        return value
+    try:
+        return _dt.date.fromisoformat(str(value))
+    except ValueError:
+        errors.append(f"{where}: {value!r} is not a date (YYYY-MM-DD)")
+        return None
+
+
+def _int(value: Any, where: str, errors: list[str], lo: int, hi: int) -> int | None:
+    try:
+        n = int(value, 0) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        errors.append(f"{where}: {value!r} is not a number")
+        return None
+    if not lo <= n <= hi:
+        errors.append(f"{where}: {n} is outside {lo}..{hi}")
+        return None
+    return n
+
+
+def _entry(raw: Mapping[str, Any], idx: int, errors: list[str]) -> KeyTypeEntry | None:  # noqa: PLR0912, PLR0915
+    n0 = len(errors)
+    name = str(raw.get("name", ""))
+    where = f"catalogue entry {idx + 1} ({name or 'unnamed'})"
+    if not _NAME_RE.match(name):
+        errors.append(f"{where}: name must be lower-case letters, digits and _ (max 31), starting with a letter")
+    key_class = raw.get("class")
+    if key_class not in KEY_CLASSES:
+        errors.append(f"{where}: class {key_class!r} is not one of {', '.join(KEY_CLASSES)} ({RULES} 第二条(三))")
+    origin = raw.get("origin")
+    if origin not in ORIGINS:
+        errors.append(f"{where}: origin {origin!r} is not one of {', '.join(ORIGINS)}")
+    if key_class == "consumption" and origin == "province":
+        errors.append(
+            f"{where}: consumption keys (消费类) come from the Ministry, origin must be 'ministry' ({RULES} 第九条)"
+        )
+    if key_class == "recharge" and origin == "ministry":
+        errors.append(
+            f"{where}: recharge keys (充值类) are issued by the province, origin must be 'province' ({RULES} 第九条)"
+        )
+    algorithm = raw.get("algorithm")
+    if algorithm not in ALGORITHMS:
+        errors.append(f"{where}: unknown algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}")
+    code = _int(raw.get("code"), f"{where}: code", errors, 1, 255)
+    usage = raw.get("usage", "derive")
+    if usage not in USAGES:
+        errors.append(f"{where}: usage {usage!r} is not one of {', '.join(USAGES)}")
+    scope = raw.get("scope", "province")
+    if scope not in SCOPES:
+        errors.append(f"{where}: scope {scope!r} is not one of {', '.join(SCOPES)}")
+    if scope == "city" and usage != "derive":
+        errors.append(f"{where}: a city-scoped key is diversified from its master, so its usage must be 'derive'")
+    holders = raw.get("holders", ["hsm"])
+    if isinstance(holders, str):
+        holders = [holders]
+    holders = tuple(holders or ())
+    bad = [h for h in holders if h not in HOLDERS]
+    if bad or not holders:
+        errors.append(f"{where}: holders must be a non-empty list from {', '.join(HOLDERS)}")
+    if "hsm" not in holders:
+        errors.append(f"{where}: every key is held in the HSM (专用加密机存储所有类别的一卡通密钥, {RULES} 第二条(四))")
+    if "sam" in holders and key_class in ("recharge", "internal"):
+        errors.append(_sam_rule(name, str(key_class)))
+    source = raw.get("source", "generate" if origin == "province" else "components")
+    if origin in SOURCES and source not in SOURCES[origin]:
+        errors.append(f"{where}: source {source!r} does not fit origin {origin!r} (use {' or '.join(SOURCES[origin])})")
+    wrapped_by = raw.get("wrapped_by")
+    if source == "wrapped" and not wrapped_by:
+        errors.append(f"{where}: source 'wrapped' needs wrapped_by (the label of the transport KEK in the token)")
+    kcv_method = raw.get("kcv_method", "ecb")
+    if kcv_method not in ("ecb", "cmac"):
+        errors.append(f"{where}: kcv_method must be 'ecb' or 'cmac'")
+    if kcv_method == "cmac" and str(algorithm).startswith("3DES"):
+        errors.append(f"{where}: 3DES KCVs are ECB over zeros; kcv_method 'cmac' is for AES keys")
+    versions: list[KeyVersion] = []
+    raw_versions = raw.get("versions") or []
+    if not raw_versions:
+        errors.append(f"{where}: at least one version is required")
+    for vraw in raw_versions:
+        ver = _int(vraw.get("version"), f"{where}: version", errors, 0, 255)
+        vwhere = f"{where} version {ver}"
+        nb = _date(vraw.get("not_before"), f"{vwhere}: not_before", errors)
+        na = _date(vraw.get("not_after"), f"{vwhere}: not_after", errors)
+        if nb and na and na < nb:
+            errors.append(f"{vwhere}: validity ends ({na}) before it starts ({nb})")
+        kcv = vraw.get("kcv")
+        if kcv is not None and not re.fullmatch(r"[0-9A-Fa-f]{6,10}", str(kcv)):
+            errors.append(f"{vwhere}: kcv must be 6 to 10 hex digits")
+        if ver is not None and nb and na:
+            versions.append(KeyVersion(ver, nb, na, str(kcv).upper() if kcv is not None else None))
+    if len(errors) > n0:
+        return None
+    return KeyTypeEntry(
+        name=name,
+        key_class=str(key_class),
+        origin=str(origin),
+        algorithm=str(algorithm),
+        code=int(code or 0),
+        usage=str(usage),
+        scope=str(scope),
+        holders=holders,
+        source=str(source),
+        versions=tuple(versions),
+        kcv_method=str(kcv_method),
+        wrapped_by=wrapped_by,
+        tests_only=bool(raw.get("tests_only", False)),
+        description=str(raw.get("description", "")),
+    )
+
+
+def load_catalogue(data: Iterable[Mapping[str, Any]] | None) -> Catalogue:
+    """Parse and validate the whole catalogue; every violation is reported at once in a CatalogueError."""
+    errors: list[str] = []
+    if data is None or isinstance(data, str | bytes | Mapping):
+        raise CatalogueError(["the key catalogue must be a list of key types"])
+    entries: list[KeyTypeEntry] = []
+    for idx, raw in enumerate(data):
+        if not isinstance(raw, Mapping):
+            errors.append(f"catalogue entry {idx + 1} is not a mapping")
+            continue
+        e = _entry(raw, idx, errors)
+        if e is not None:
+            entries.append(e)
+    seen_versions: dict[tuple[str, int], int] = {}
+    seen_codes: dict[tuple[str, int], str] = {}
+    for e in entries:
+        other = seen_codes.get((e.key_class, e.code))
+        if other is not None and other != e.name:
+            errors.append(f"key types {other!r} and {e.name!r} share class {e.key_class} and code {e.code:#04x}")
+        seen_codes[(e.key_class, e.code)] = e.name
+        for v in e.versions:
+            if (e.name, v.version) in seen_versions:
+                errors.append(f"duplicate key type/version: {e.name!r} version {v.version} is declared twice")
+            seen_versions[(e.name, v.version)] = 1
+    names = [e.name for e in entries]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        if not any("duplicate key type/version: " + repr(name) in err for err in errors):
+            errors.append(f"key type {name!r} is declared in {names.count(name)} entries; list all its versions in one")
+    if errors:
+        raise CatalogueError(errors)
+    return Catalogue(tuple(entries))
+
+
+def catalogue_summary(cat: Catalogue) -> list[dict[str, Any]]:
+    """A JSON-friendly view of a validated catalogue (labels per version, for reports)."""
+    out = []
+    for e in cat:
+        out.append(
+            {
+                "name": e.name,
+                "class": e.key_class,
+                "origin": e.origin,
+                "algorithm": e.algorithm,
+                "code": e.code,
+                "usage": e.usage,
+                "scope": e.scope,
+                "holders": list(e.holders),
+                "source": e.source,
+                "kcv_method": e.kcv_method,
+                "tests_only": e.tests_only,
+                "versions": [
+                    {
+                        "version": v.version,
+                        "not_before": v.not_before.isoformat(),
+                        "not_after": v.not_after.isoformat(),
+                        "kcv": v.kcv,
+                        "label": e.label(v.version),
+                        "id": e.id(v.version).hex(),
+                    }
+                    for v in e.versions
+                ],
+            }
+        )
+    return out
