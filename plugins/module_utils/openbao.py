@@ -220,8 +220,9 @@ def unwrap_secret_id(settings: OpenBaoSettings) -> str:
             raise OpenBaoError(
                 f"the wrapping token was created by {creation_path!r}, not {expected!r}: refusing to use it"
             )
+    unwrapper = new_client(settings, settings.wrapped_secret_id)  # the wrapping token authenticates its unwrap
     with translated("unwrapping the secret_id", settings.url):
-        unwrapped = client.sys.unwrap(settings.wrapped_secret_id)
+        unwrapped = unwrapper.sys.unwrap()
     return unwrapped["data"]["secret_id"]
 
 

@@ -1,0 +1,287 @@
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Authenticated key blocks, modelled on TR-31 / ANSI X9.143 version D (format: docs/keyblock.md).
+
+A block is printable ASCII: a 16-character fixed header, TR-31-style optional blocks carrying the
+key type, class, KCV, city, validity, issuer and KEK identity, then the body (the key wrapped inside
+the province HSM under the city KEK with AES key wrap with padding, RFC 5649, in hex) and a 16-byte
+AES-CMAC (hex) over header || body, computed in the HSM under a MAC key derived from the KEK.
+
+This module holds the format and the order of the checks only. Every operation that touches key
+material goes through a `KeyBlockHsm` (plugins/module_utils/hsm_transport.py over PKCS#11, or a
+fake in the unit tests), so a clear key never exists in this process.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+VERSION_ID = "T"  # tunion v1: AES-KWP body, AES-CMAC over header||body under a KEK-derived KBAK
+FIXED_HEADER_LEN = 16
+MAC_LEN = 16
+EXPORTABILITY = "N"  # a city may not re-export what it receives (粤交〔2019〕11号 第十七条(一))
+
+# Key usage (header bytes 5-6). TR-31 reserves usages that start with a digit for proprietary use.
+KEY_USAGE = {"consumption": "10", "recharge": "20", "internal": "K0"}
+# Algorithm (header byte 7): TR-31 letters; a digit is proprietary (SM4 has no TR-31 letter).
+ALGORITHM_CODE = {"3DES-2KEY": "T", "3DES-3KEY": "T", "AES-128": "A", "AES-192": "A", "AES-256": "A", "SM4": "9"}
+KEY_LENGTH = {"3DES-2KEY": 16, "3DES-3KEY": 24, "AES-128": 16, "AES-192": 24, "AES-256": 32, "SM4": 16}
+
+# Optional block identifiers (2 printable characters, then 2 hex digits of length, then data).
+OPT_KEY_TYPE, OPT_CLASS, OPT_ALGORITHM, OPT_KCV = "KT", "CL", "AL", "KC"
+OPT_KEK, OPT_CITY, OPT_NOT_BEFORE, OPT_NOT_AFTER, OPT_ISSUER = "KP", "CI", "VB", "VA", "IS"
+OPTIONAL_ORDER = (
+    OPT_KEY_TYPE,
+    OPT_CLASS,
+    OPT_ALGORITHM,
+    OPT_KCV,
+    OPT_KEK,
+    OPT_CITY,
+    OPT_NOT_BEFORE,
+    OPT_NOT_AFTER,
+    OPT_ISSUER,
+)
+
+# KBAK derivation data, after TR-31 version D's KDF input (counter, usage 0001 = MAC, separator,
+# algorithm 0004 = AES-256, length 0100 = 256 bits), padded to an AES block with a fixed label.
+# KBAK = AES-ECB(KEK, D1 || D2) done by CKM_AES_ECB_ENCRYPT_DATA inside the HSM.
+KBAK_LABEL = b"TUNIONKB"
+KBAK_DERIVATION = b"".join(bytes([counter]) + bytes.fromhex("0001000004" + "0100") + KBAK_LABEL for counter in (1, 2))
+
+_HEX = re.compile(r"^[0-9A-F]*$")
+_PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
+
+
+class KeyBlockError(Exception):
+    """A block is malformed, fails its MAC, or does not fit the city; nothing was installed."""
+
+
+class KeyBlockHsm(Protocol):
+    """HSM operations a key block needs; handles are opaque (PKCS#11 objects in practice)."""
+
+    def wrap_kwp(self, kek: Any, key: Any) -> bytes: ...
+
+    def cmac(self, kek: Any, derivation: bytes, data: bytes) -> bytes: ...
+
+    def cmac_verify(self, kek: Any, derivation: bytes, data: bytes, mac: bytes) -> bool: ...
+
+
+@dataclass(frozen=True)
+class KeyBlockHeader:
+    """What the province asserts about the wrapped key; every field is covered by the MAC."""
+
+    key_type: str
+    key_class: str
+    version: int
+    algorithm: str
+    kcv: str
+    city: str
+    not_before: str
+    not_after: str
+    issuer: str
+    kek_version: int
+    kek_kcv: str
+    mode_of_use: str = "X"  # TR-31 'X': key used to derive other keys (PBOC master keys are diversified)
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def validate(self) -> None:
+        problems = []
+        if self.key_class not in KEY_USAGE:
+            problems.append(f"class {self.key_class!r} is not one of {sorted(KEY_USAGE)}")
+        if self.algorithm not in ALGORITHM_CODE:
+            problems.append(f"algorithm {self.algorithm!r} is not one of {sorted(ALGORITHM_CODE)}")
+        if not 0 <= self.version <= 255:
+            problems.append(f"key version {self.version} does not fit one byte")
+        if not 0 <= self.kek_version <= 255:
+            problems.append(f"KEK version {self.kek_version} does not fit one byte")
+        for name in ("kcv", "kek_kcv"):
+            value = getattr(self, name)
+            if not value or not _HEX.match(value):
+                problems.append(f"{name} {value!r} is not upper-case hex")
+        for name in ("key_type", "city", "issuer"):
+            value = getattr(self, name)
+            if not value or not _PRINTABLE.match(value) or len(value) > 200:
+                problems.append(f"{name} {value!r} must be 1-200 printable ASCII characters")
+        try:
+            if _date(self.not_after) < _date(self.not_before):
+                problems.append(f"validity ends ({self.not_after}) before it starts ({self.not_before})")
+        except ValueError as exc:
+            problems.append(str(exc))
+        if len(self.mode_of_use) != 1:
+            problems.append("mode_of_use is one character")
+        if problems:
+            raise KeyBlockError("key block header refused: " + "; ".join(problems))
+
+    def optional_blocks(self) -> list[tuple[str, str]]:
+        values = {
+            OPT_KEY_TYPE: self.key_type,
+            OPT_CLASS: self.key_class,
+            OPT_ALGORITHM: self.algorithm,
+            OPT_KCV: self.kcv,
+            OPT_KEK: f"{self.kek_version:02X}{self.kek_kcv}",
+            OPT_CITY: self.city,
+            OPT_NOT_BEFORE: self.not_before,
+            OPT_NOT_AFTER: self.not_after,
+            OPT_ISSUER: self.issuer,
+        }
+        return [(ident, values[ident]) for ident in OPTIONAL_ORDER]
+
+    def encode(self, total_length: int) -> str:
+        self.validate()
+        optional = "".join(f"{ident}{len(data) + 4:02X}{data}" for ident, data in self.optional_blocks())
+        fixed = (
+            f"{VERSION_ID}{total_length:04d}{KEY_USAGE[self.key_class]}{ALGORITHM_CODE[self.algorithm]}"
+            f"{self.mode_of_use}{self.version:02X}{EXPORTABILITY}{len(OPTIONAL_ORDER):02d}00"
+        )
+        return fixed + optional
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key_type": self.key_type,
+            "key_class": self.key_class,
+            "version": self.version,
+            "algorithm": self.algorithm,
+            "kcv": self.kcv,
+            "city": self.city,
+            "not_before": self.not_before,
+            "not_after": self.not_after,
+            "issuer": self.issuer,
+            "kek_version": self.kek_version,
+            "kek_kcv": self.kek_kcv,
+        }
+
+
+@dataclass(frozen=True)
+class ParsedBlock:
+    header: KeyBlockHeader
+    header_text: str
+    body: bytes
+    mac: bytes
+
+    @property
+    def authenticated_data(self) -> bytes:
+        return self.header_text.encode("ascii") + self.body
+
+
+def _date(text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _header_length(header: KeyBlockHeader) -> int:
+    return len(header.encode(0))
+
+
+def build(hsm: KeyBlockHsm, kek: Any, key: Any, header: KeyBlockHeader) -> str:
+    """Wrap `key` under `kek` (AES-KWP) and MAC header||body under the KEK's KBAK, all inside the HSM."""
+    header.validate()
+    body = hsm.wrap_kwp(kek, key)
+    if len(body) % 8 or len(body) < 16:
+        raise KeyBlockError(f"the HSM returned a {len(body)}-byte AES-KWP body; expected a multiple of 8")
+    total = _header_length(header) + 2 * len(body) + 2 * MAC_LEN
+    if total > 9999:
+        raise KeyBlockError(f"key block would be {total} characters; the length field holds 4 digits")
+    header_text = header.encode(total)
+    mac = hsm.cmac(kek, KBAK_DERIVATION, header_text.encode("ascii") + body)
+    if len(mac) != MAC_LEN:
+        raise KeyBlockError(f"the HSM returned a {len(mac)}-byte CMAC; expected {MAC_LEN}")
+    return header_text + body.hex().upper() + mac.hex().upper()
+
+
+def parse(block: str) -> ParsedBlock:  # noqa: PLR0912 - one check per field, each with its own message
+    """Split a block into header, body and MAC. Structure only: the MAC is NOT checked here."""
+    if not isinstance(block, str) or not block.isascii() or not _PRINTABLE.match(block):
+        raise KeyBlockError("key block refused: not printable ASCII")
+    if len(block) < FIXED_HEADER_LEN + 2 * MAC_LEN:
+        raise KeyBlockError(f"key block refused: {len(block)} characters is too short")
+    if block[0] != VERSION_ID:
+        raise KeyBlockError(f"key block refused: version ID {block[0]!r}, expected {VERSION_ID!r}")
+    if not block[1:5].isdigit() or int(block[1:5]) != len(block):
+        raise KeyBlockError(f"key block refused: length field {block[1:5]!r} does not match {len(block)} characters")
+    usage, alg_code, mode, kvn, export, nopt = block[5:7], block[7], block[8], block[9:11], block[11], block[12:14]
+    if export != EXPORTABILITY:
+        raise KeyBlockError(f"key block refused: exportability {export!r}")
+    if not nopt.isdigit() or not re.match(r"^[0-9A-F]{2}$", kvn):
+        raise KeyBlockError("key block refused: fixed header is malformed")
+    offset, values = FIXED_HEADER_LEN, {}
+    for _ in range(int(nopt)):
+        ident, length_hex = block[offset : offset + 2], block[offset + 2 : offset + 4]
+        if not re.match(r"^[0-9A-F]{2}$", length_hex) or int(length_hex, 16) < 4:
+            raise KeyBlockError(f"key block refused: optional block at {offset} is malformed")
+        end = offset + int(length_hex, 16)
+        if end > len(block) - 2 * MAC_LEN:
+            raise KeyBlockError(f"key block refused: optional block {ident!r} runs past the header")
+        values[ident] = block[offset + 4 : end]
+        offset = end
+    missing = [ident for ident in OPTIONAL_ORDER if ident not in values]
+    if missing:
+        raise KeyBlockError(f"key block refused: optional blocks {missing} are missing")
+    header_text, rest = block[:offset], block[offset:]
+    if len(rest) <= 2 * MAC_LEN or len(rest) % 2 or not _HEX.match(rest):
+        raise KeyBlockError("key block refused: body or MAC is not hex")
+    kek_field = values[OPT_KEK]
+    if len(kek_field) < 3 or not _HEX.match(kek_field):
+        raise KeyBlockError("key block refused: KEK identity is malformed")
+    header = KeyBlockHeader(
+        key_type=values[OPT_KEY_TYPE],
+        key_class=values[OPT_CLASS],
+        version=int(kvn, 16),
+        algorithm=values[OPT_ALGORITHM],
+        kcv=values[OPT_KCV],
+        city=values[OPT_CITY],
+        not_before=values[OPT_NOT_BEFORE],
+        not_after=values[OPT_NOT_AFTER],
+        issuer=values[OPT_ISSUER],
+        kek_version=int(kek_field[:2], 16),
+        kek_kcv=kek_field[2:],
+        mode_of_use=mode,
+        extra={k: v for k, v in values.items() if k not in OPTIONAL_ORDER},
+    )
+    if KEY_USAGE.get(header.key_class) != usage or ALGORITHM_CODE.get(header.algorithm) != alg_code:
+        raise KeyBlockError("key block refused: key usage or algorithm in the fixed header contradicts the fields")
+    return ParsedBlock(header, header_text, bytes.fromhex(rest[: -2 * MAC_LEN]), bytes.fromhex(rest[-2 * MAC_LEN :]))
+
+
+def verify(
+    hsm: KeyBlockHsm,
+    kek: Any,
+    block: str,
+    *,
+    city: str,
+    today: datetime.date | None = None,
+    kek_version: int | None = None,
+) -> ParsedBlock:
+    """Parse, check the MAC in the HSM, then the city, KEK and validity. Raises KeyBlockError.
+
+    The KCV can only be checked once the key is unwrapped (in a session object, before it is
+    stored): see `distribution.install_blocks`.
+    """
+    parsed = parse(block)
+    if kek_version is not None and parsed.header.kek_version != kek_version:
+        raise KeyBlockError(
+            f"key block {parsed.header.key_type!r} is under KEK version {parsed.header.kek_version}, "
+            f"the city holds KEK version {kek_version}: the province must re-publish (or the city re-enrol)"
+        )
+    if not hsm.cmac_verify(kek, KBAK_DERIVATION, parsed.authenticated_data, parsed.mac):
+        raise KeyBlockError(
+            f"key block {parsed.header.key_type!r} failed its MAC check: its header or body was modified "
+            "after the province issued it (or it was made under another KEK); nothing installed"
+        )
+    header = parsed.header
+    header.validate()
+    if header.city != city:
+        raise KeyBlockError(f"key block {header.key_type!r} is for city {header.city}, not {city}; nothing installed")
+    day = today or datetime.datetime.now(datetime.UTC).date()
+    if not _date(header.not_before) <= day <= _date(header.not_after):
+        raise KeyBlockError(
+            f"key block {header.key_type!r} v{header.version} is valid {header.not_before}..{header.not_after}, "
+            f"not on {day.isoformat()}; nothing installed"
+        )
+    if len(parsed.body) % 8 or len(parsed.body) < 16:
+        raise KeyBlockError(f"key block {header.key_type!r}: body is not an AES-KWP output")
+    return parsed

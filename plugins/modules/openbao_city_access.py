@@ -1,0 +1,125 @@
+#!/usr/bin/python
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: openbao_city_access
+short_description: Give each city its own, least-privilege way into OpenBao
+description:
+  - Makes sure the KV version 2 mount for key blocks exists and keeps every version, that the AppRole auth method
+    is enabled, and that each city has a policy C(city-<name>) and an AppRole C(city-<name>).
+  - A city policy allows only its own paths, C(cities/<name>/...) - its enrolment record and status report (write),
+    its KEK envelope and key blocks (read). Any other city's path or the province's paths answer 403.
+  - The AppRole issues single-use, short-lived secret_ids and short-lived tokens carrying only the city policy.
+  - Runs at the province, with the province's own token (never the root token).
+version_added: 0.1.0
+author: tunion-keyops
+extends_documentation_fragment:
+  - tunion.keymgmt.openbao
+options:
+  cities:
+    description: Names of the cities (inventory host names of group C(cities)).
+    type: list
+    elements: str
+    required: true
+  mount:
+    description: Mount path of the KV version 2 engine that holds key blocks, KEK envelopes and status reports.
+    type: str
+    default: tunion-kb
+  max_versions:
+    description: Versions kept per KV entry; V(0) keeps every version.
+    type: int
+    default: 0
+  secret_id_ttl:
+    description: Life of a city secret_id (it is also single-use).
+    type: str
+    default: 10m
+  token_ttl:
+    description: Life of a city token obtained by AppRole login.
+    type: str
+    default: 10m
+  token_max_ttl:
+    description: Longest a city token can be renewed to.
+    type: str
+    default: 15m
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+notes:
+  - The audit device is declared in the OpenBao server configuration (OpenBao 2.x accepts it only there).
+"""
+
+EXAMPLES = r"""
+- name: City policies and AppRoles
+  tunion.keymgmt.openbao_city_access:
+    url: "{{ openbao_addr }}"
+    ca_cert: "{{ openbao_ca_cert }}"
+    cities: "{{ groups['cities'] }}"
+"""
+
+RETURN = r"""
+changes:
+  description: What was (or, in check mode, would be) created or updated.
+  type: list
+  elements: str
+  returned: always
+  sample: ["enable KV v2 at tunion-kb/", "policy city-guangzhou", "AppRole city-guangzhou"]
+roles:
+  description: AppRole name per city.
+  type: dict
+  returned: always
+  sample: {"guangzhou": "city-guangzhou"}
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
+from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec, run
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
+
+
+def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+    p = module.params
+    settings = dist.AccessSettings(
+        mount=p["mount"],
+        approle_mount=p["approle_mount"],
+        secret_id_ttl=p["secret_id_ttl"],
+        token_ttl=p["token_ttl"],
+        token_max_ttl=p["token_max_ttl"],
+        max_versions=p["max_versions"],
+    )
+    bao = connect(p)
+    opened.append(bao)
+    changes = dist.ensure_engines(bao, settings, module.check_mode)
+    for city in p["cities"]:
+        changes += dist.ensure_city_access(bao, city, settings, module.check_mode)
+    result: dict[str, Any] = {
+        "changed": bool(changes),
+        "changes": changes,
+        "roles": {city: dist.role_name(city) for city in p["cities"]},
+    }
+    if module._diff:
+        result["diff"] = {"before": "", "after": "".join(f"{c}\n" for c in changes)}
+    return result
+
+
+def main() -> None:
+    spec = argument_spec(
+        hsm=False,
+        cities={"type": "list", "elements": "str", "required": True},
+        mount={"type": "str", "default": dist.MOUNT},
+        max_versions={"type": "int", "default": 0},
+        secret_id_ttl={"type": "str", "default": "10m"},
+        token_ttl={"type": "str", "default": "10m"},
+        token_max_ttl={"type": "str", "default": "15m"},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run(module, body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+#!/usr/bin/python
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: openbao_secret_id
+short_description: Issue response-wrapped, single-use AppRole secret_ids for city nodes
+description:
+  - For each city, reads the role_id of AppRole C(city-<name>) and issues a new secret_id, response-wrapped:
+    OpenBao returns only a single-use wrapping token with a short life. The city node unwraps it itself
+    (M(tunion.keymgmt.city_enrol), M(tunion.keymgmt.keyblock_install)); a wrapping token that someone else
+    unwrapped first makes the city's unwrap fail, so an interception shows.
+  - Issuing a login credential is not a change of managed state (like a login), so the module reports
+    C(changed=false). Run the task with C(no_log: true): its result holds the credentials.
+version_added: 0.1.0
+author: tunion-keyops
+extends_documentation_fragment:
+  - tunion.keymgmt.openbao
+options:
+  cities:
+    description: Cities to issue a credential for.
+    type: list
+    elements: str
+    required: true
+  purposes:
+    description:
+      - One credential per purpose per city, e.g. V(install), or V(enrol) and V(install) for a city enrolling now.
+      - Per-city overrides go in O(extra_purposes).
+    type: list
+    elements: str
+    default: [install]
+  extra_purposes:
+    description: City name to a list of additional purposes for that city only.
+    type: dict
+    default: {}
+  wrap_ttl:
+    description: Life of each wrapping token.
+    type: str
+    default: 5m
+attributes:
+  check_mode:
+    support: full
+    details: In check mode nothing is issued and the credentials are empty.
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Credentials for this run (the result holds secrets)
+  tunion.keymgmt.openbao_secret_id:
+    url: "{{ openbao_addr }}"
+    ca_cert: "{{ openbao_ca_cert }}"
+    cities: "{{ groups['cities'] }}"
+  register: city_credentials
+  no_log: true
+"""
+
+RETURN = r"""
+credentials:
+  description: City name to purpose to C(role_name), C(role_id) and C(wrapped_secret_id). Secret; use no_log.
+  type: dict
+  returned: success
+issued:
+  description: How many wrapped secret_ids were issued.
+  type: int
+  returned: always
+  sample: 21
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
+from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec, run
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
+
+
+def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+    p = module.params
+    settings = dist.AccessSettings(approle_mount=p["approle_mount"])
+    credentials: dict[str, dict[str, Any]] = {}
+    if module.check_mode:
+        return {"changed": False, "credentials": {}, "issued": 0}
+    bao = connect(p)
+    opened.append(bao)
+    issued = 0
+    for city in p["cities"]:
+        purposes = list(dict.fromkeys(list(p["purposes"]) + list(p["extra_purposes"].get(city, []))))
+        credentials[city] = {}
+        for purpose in purposes:
+            credentials[city][purpose] = dist.issue_wrapped_secret_id(bao, city, settings, p["wrap_ttl"])
+            issued += 1
+    return {"changed": False, "credentials": credentials, "issued": issued}
+
+
+def main() -> None:
+    spec = argument_spec(
+        hsm=False,
+        cities={"type": "list", "elements": "str", "required": True},
+        purposes={"type": "list", "elements": "str", "default": ["install"]},
+        extra_purposes={"type": "dict", "default": {}},
+        wrap_ttl={"type": "str", "default": "5m"},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run(module, body)
+
+
+if __name__ == "__main__":
+    main()
