@@ -31,7 +31,11 @@ if str(COLLECTIONS) not in sys.path:
 
 #: tests-only components (3 custodians each) of the lab's Ministry keys; see inventories/lab/.../key_catalogue.yml
 TEST_COMPONENTS: dict[str, list[str]] = {
-    "purchase": ["250A41031FFD5B24D95CF00EC114EDA3", "AE44EF8DF1E1C93EFAE2B8509C81D1F8", "C7DC4B1AF016E55355C5298D7DCE3B90"],
+    "purchase": [
+        "250A41031FFD5B24D95CF00EC114EDA3",
+        "AE44EF8DF1E1C93EFAE2B8509C81D1F8",
+        "C7DC4B1AF016E55355C5298D7DCE3B90",
+    ],
     "tac": ["C646FD7E8EA6B637ECB3B7B1CB422422", "561942FC218A8C5B0BE446CC680E18E5", "16808DA66A82CB06FB28D69E893C75F7"],
 }
 SO_PIN = "87654321"
@@ -46,7 +50,7 @@ def xor(*parts: bytes) -> bytes:
     return bytes(out)
 
 
-def test_key(name: str) -> bytes:
+def clear_test_key(name: str) -> bytes:
     """The clear value of a tests-only key (XOR of its components)."""
     return xor(*(bytes.fromhex(c) for c in TEST_COMPONENTS[name]))
 
@@ -102,9 +106,19 @@ def temp_token(label: str = "test", *, init: bool = True) -> Iterator[Path]:
         try:
             if init:
                 subprocess.run(
-                    ["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", SO_PIN,
-                     "--pin", USER_PIN],
-                    check=True, capture_output=True,
+                    [
+                        "softhsm2-util",
+                        "--init-token",
+                        "--free",
+                        "--label",
+                        label,
+                        "--so-pin",
+                        SO_PIN,
+                        "--pin",
+                        USER_PIN,
+                    ],
+                    check=True,
+                    capture_output=True,
                 )
             yield Path(tmp)
         finally:
@@ -135,7 +149,7 @@ if __name__ == "__main__":
             print(p)
     elif len(sys.argv) == 2 and sys.argv[1] == "kcvs":
         for n in TEST_COMPONENTS:
-            print(n, kcv_des3(test_key(n)).hex().upper())
+            print(n, kcv_des3(clear_test_key(n)).hex().upper())
     else:
         print(__doc__)
         sys.exit(2)

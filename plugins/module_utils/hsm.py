@@ -828,31 +828,33 @@ class HsmToken:
         """Key check value, computed inside the HSM.
 
         * ``ecb`` (3DES and AES): first bytes of ECB encryption of one zero block (8 bytes 3DES, 16 bytes AES);
-          this is also PKCS#11's CKA_CHECK_VALUE, which is used when the token supplies it;
         * ``cmac`` (AES, X9.24-1:2017 style): first bytes of AES-CMAC over one zero block.
 
-        A key whose attributes forbid encrypt/sign is checked through a transient session copy that is allowed to
-        (C_CopyObject); a token that refuses the copy yields a clear error.
+        Computed by encryption (or CMAC) inside the HSM: directly when the key allows it, otherwise on a transient
+        session copy that does (C_CopyObject), destroyed at once. CKA_CHECK_VALUE is only the last resort, for
+        tokens that refuse such a copy: SoftHSM 2.6.1 sets a *wrong* CKA_CHECK_VALUE on keys made by C_DeriveKey
+        (docs/hsm.md), so it is never preferred.
         """
         if method not in ("ecb", "cmac"):
             raise HsmError(f"unknown KCV method {method!r}; expected 'ecb' or 'cmac'")
         kt = key.key_type
         block = 8 if kt in (KeyType.DES2, KeyType.DES3) else 16
-        if method == "ecb" and length <= 3:
-            try:
-                cv = bytes(key[Attribute.CHECK_VALUE] or b"")
-            except p11e.PKCS11Error:
-                cv = b""
-            if len(cv) >= length:
-                return cv[:length]
         cap = Attribute.ENCRYPT if method == "ecb" else Attribute.SIGN
         with _p11("reading key capabilities"):
             allowed = bool(key[cap])
         tmp = None
         try:
             if not allowed:
-                with _p11("making a transient copy to compute the KCV"):
+                try:
                     tmp = key.copy({Attribute.TOKEN: False, cap: True})
+                except p11e.PKCS11Error as exc:
+                    cv = b""
+                    if method == "ecb" and length <= 3:
+                        with suppress(p11e.PKCS11Error):
+                            cv = bytes(key[Attribute.CHECK_VALUE] or b"")
+                    if len(cv) >= length:
+                        return cv[:length]
+                    raise _fail("making a transient copy to compute the KCV", exc) from None
             k = tmp or key
             out = self.encrypt(k, bytes(block)) if method == "ecb" else self.cmac(k, bytes(block))
             return out[:length]

@@ -1,0 +1,290 @@
+"""HSM primitives against a throw-away SoftHSM2 token, checked against independent `cryptography` computations."""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import os
+import subprocess
+
+import pytest
+from ansible_collections.tunion.keymgmt.plugins.module_utils import hsm
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11_derive import key_derivation_string_data
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.constants import DEFAULT
+
+from tests.hsm_helpers import (
+    SO_PIN,
+    SOFTHSM,
+    TEST_COMPONENTS,
+    USER_PIN,
+    clear_test_key,
+    des3_ecb,
+    kcv_aes,
+    kcv_des3,
+    pboc_diversify,
+    strip_parity,
+    temp_token,
+)
+
+TODAY = dt.date.today()
+VALID = hsm.KeyPolicy(start_date=TODAY - dt.timedelta(days=1), end_date=TODAY + dt.timedelta(days=365))
+
+
+@pytest.fixture(scope="module")
+def token_dir():
+    with temp_token("unit") as d:
+        yield d
+
+
+@pytest.fixture
+def tok(token_dir):
+    with hsm.hsm_session(SOFTHSM, "unit", USER_PIN) as t:
+        yield t
+
+
+def _import_clear(tok: hsm.HsmToken, value: bytes, kt=KeyType.DES2, caps=None):
+    """Tests only: load a known key as a session object (production keys never take this path)."""
+    attrs = {
+        Attribute.CLASS: ObjectClass.SECRET_KEY,
+        Attribute.KEY_TYPE: kt,
+        Attribute.VALUE: value,
+        Attribute.TOKEN: False,
+        Attribute.SENSITIVE: True,
+    }
+    attrs.update(caps or {})
+    return tok.session.create_object(attrs)
+
+
+def _count(tok: hsm.HsmToken) -> int:
+    return len(tok.list_keys())
+
+
+def test_label_and_id_scheme():
+    assert hsm.key_label("consumption", "purchase", 1) == "consumption.purchase.v01.province"
+    assert hsm.key_label("recharge", "load", 0x12, "city-440100") == "recharge.load.v12.city-440100"
+    assert hsm.key_id("recharge", 0x21, 1, "city-440100") == bytes.fromhex("02210101440100")
+    assert hsm.key_id("consumption", 0x11, 2) == bytes.fromhex("01110200")
+    name = hsm.parse_key_label("recharge.load.v12.city-440100")
+    assert name == hsm.KeyName("recharge", "load", 0x12, "city-440100")
+    assert hsm.parse_key_label("some vendor object") is None
+    with pytest.raises(hsm.HsmError, match="one byte"):
+        hsm.key_label("consumption", "purchase", 256)
+    with pytest.raises(hsm.HsmError, match="unknown key class"):
+        hsm.key_label("secret", "purchase", 1)
+
+
+def test_diversification_data():
+    assert hsm.diversification_data("440100") == bytes.fromhex("0000000000440100")
+    assert hsm.diversification_data("3100440100000001234") == bytes.fromhex("0440100000001234")
+    assert hsm.pboc_derivation_data(bytes.fromhex("0000000000440100")) == bytes.fromhex(
+        "0000000000440100FFFFFFFFFFBBFEFF"
+    )
+    with pytest.raises(hsm.HsmError):
+        hsm.diversification_data("44-01")
+
+
+def test_derivation_param_is_a_pointer_to_live_data():
+    data = b"\x11" * 16
+    with key_derivation_string_data(data) as param:
+        assert len(param) == 2 * ctypes.sizeof(ctypes.c_void_p)
+        ptr = int.from_bytes(param[: ctypes.sizeof(ctypes.c_void_p)], "little")
+        length = int.from_bytes(param[ctypes.sizeof(ctypes.c_void_p) :], "little")
+        assert length == 16
+        assert ctypes.string_at(ptr, length) == data
+
+
+def test_kcv_known_answers(tok):
+    mk = clear_test_key("purchase")
+    k = _import_clear(tok, mk)  # no CKA_ENCRYPT: the KCV comes from CKA_CHECK_VALUE or a transient copy
+    assert tok.kcv(k) == kcv_des3(mk)
+    aes = bytes(range(32))
+    a = _import_clear(tok, aes, KeyType.AES)
+    assert tok.kcv(a, "ecb") == kcv_aes(aes, "ecb")
+    assert tok.kcv(a, "cmac") == kcv_aes(aes, "cmac")
+
+
+def test_pboc_diversification_known_answer(tok):
+    mk_value = clear_test_key("purchase")
+    mk = _import_clear(tok, mk_value, caps={Attribute.DERIVE: True})
+    d = hsm.diversification_data("440100")
+    expected = pboc_diversify(mk_value, d)
+    dk = tok.derive_pboc(mk, "440100")  # transient session key with encrypt/sign, inside the HSM
+    assert tok.kcv(dk) == kcv_des3(expected)
+    block = bytes.fromhex("0123456789ABCDEF")
+    assert tok.encrypt(dk, block) == des3_ecb(expected, block)
+    # And byte for byte, on a tests-only extractable copy derived through the same packed parameter.
+    with key_derivation_string_data(hsm.pboc_derivation_data(d)) as param:
+        raw = mk.derive_key(
+            KeyType.DES2,
+            128,
+            mechanism=Mechanism.DES3_ECB_ENCRYPT_DATA,
+            mechanism_param=param,
+            template={Attribute.VALUE_LEN: DEFAULT, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
+        )
+    assert strip_parity(raw[Attribute.VALUE]) == strip_parity(expected)
+
+
+def test_generate_and_describe(tok):
+    label = hsm.key_label("recharge", "load", 9)
+    key = tok.generate_secret("3DES-2KEY", label, hsm.key_id("recharge", 0x21, 9), VALID)
+    info = tok.describe(key)
+    assert info["label"] == label and info["type"] == "load" and info["version"] == 9
+    assert info["algorithm"] == "3DES-2KEY" and len(info["kcv"]) == 6
+    assert info["attributes"]["sensitive"] and info["attributes"]["wrap_with_trusted"]
+    assert info["attributes"]["derive"] and not info["attributes"]["encrypt"]
+    assert "value" not in info
+    tok.destroy(key)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_components_combined_inside_hsm(tok, n):
+    comps = [bytearray.fromhex(c) for c in TEST_COMPONENTS["purchase"][:n]]
+    clear = bytes(comps[0])
+    for c in comps[1:]:
+        clear = bytes(a ^ b for a, b in zip(clear, c, strict=True))
+    kcvs = [kcv_des3(bytes(c)) for c in comps]
+    label = hsm.key_label("consumption", "purchase", 0x70 + n)
+    key, kcv = tok.import_components(
+        "3DES-2KEY", comps, kcvs, expected_kcv=kcv_des3(clear), label=label, id=None, policy=VALID
+    )
+    assert kcv == kcv_des3(clear)
+    assert tok.kcv(key) == kcv_des3(clear)
+    assert all(c == bytearray(16) for c in comps), "component buffers are wiped"
+    tok.destroy(key)
+
+
+def test_aes_components(tok):
+    comps = [bytearray(os.urandom(32)) for _ in range(2)]
+    clear = bytes(a ^ b for a, b in zip(comps[0], comps[1], strict=True))
+    kcvs = [kcv_aes(bytes(c), "cmac") for c in comps]
+    key, kcv = tok.import_components(
+        "AES-256",
+        comps,
+        kcvs,
+        expected_kcv=None,
+        label="internal.t.v01.province",
+        id=None,
+        policy=hsm.KeyPolicy(usage="kek"),
+        kcv_method="cmac",
+    )
+    assert kcv == kcv_aes(clear, "cmac")
+    tok.destroy(key)
+
+
+def test_wrong_component_kcv_leaves_token_unchanged(tok):
+    comps = [bytearray.fromhex(c) for c in TEST_COMPONENTS["tac"]]
+    kcvs = [kcv_des3(bytes(c)) for c in comps]
+    kcvs[1] = b"\x00\x00\x01"
+    before = _count(tok)
+    with pytest.raises(hsm.HsmError, match="component 2 of 3 does not match its KCV") as err:
+        tok.import_components(
+            "3DES-2KEY", comps, kcvs, expected_kcv=None, label="consumption.tac.v05.province", id=None, policy=VALID
+        )
+    assert _count(tok) == before
+    assert TEST_COMPONENTS["tac"][1] not in str(err.value).upper()
+
+
+def test_wrong_combined_kcv_leaves_token_unchanged(tok):
+    comps = [bytearray.fromhex(c) for c in TEST_COMPONENTS["tac"]]
+    kcvs = [kcv_des3(bytes(c)) for c in comps]
+    before = _count(tok)
+    with pytest.raises(hsm.HsmError, match="differs from the expected"):
+        tok.import_components(
+            "3DES-2KEY",
+            comps,
+            kcvs,
+            expected_kcv=b"\xab\xcd\xef",
+            label="consumption.tac.v06.province",
+            id=None,
+            policy=VALID,
+        )
+    assert _count(tok) == before
+
+
+def test_sm4_refused_clearly(tok):
+    before = _count(tok)
+    with pytest.raises(hsm.HsmError, match="offers no SM4 mechanism.*no fallback"):
+        tok.generate_secret("SM4", "consumption.sm4.v01.province", None, VALID)
+    assert _count(tok) == before
+
+
+def test_missing_key_and_token(tok):
+    with pytest.raises(hsm.HsmError, match="no key labelled"):
+        tok.get_key("consumption.nothing.v01.province")
+    with pytest.raises(hsm.HsmError, match="no token labelled 'absent'"), hsm.hsm_session(SOFTHSM, "absent", "1"):
+        pass
+
+
+def test_key_outside_validity_is_refused(tok):
+    expired = hsm.KeyPolicy(start_date=dt.date(2020, 1, 1), end_date=dt.date(2021, 1, 1))
+    key = tok.generate_secret("3DES-2KEY", "recharge.old.v01.province", None, expired)
+    # SoftHSM cannot read back dates of private objects: the catalogue supplies them.
+    tok.validity_lookup = lambda label: (dt.date(2020, 1, 1), dt.date(2021, 1, 1))
+    with pytest.raises(hsm.HsmError, match="expired on 2021-01-01"):
+        tok.derive_pboc(key, "440100")
+    tok.destroy(key)
+
+
+def test_wrap_only_under_trusted_kek(token_dir):
+    with hsm.hsm_session(SOFTHSM, "unit", None, so_pin=SO_PIN) as so:
+        so.generate_secret(
+            "AES-256",
+            "internal.kek.v01.city-440100",
+            None,
+            hsm.KeyPolicy(usage="kek", trusted=True, private=False, extractable=False, token=True),
+        )
+    with hsm.hsm_session(SOFTHSM, "unit", USER_PIN) as tok:
+        trusted = tok.get_key("internal.kek.v01.city-440100")
+        untrusted = tok.generate_secret(
+            "AES-256", "internal.kek.v02.province", None, hsm.KeyPolicy(usage="kek", token=False)
+        )
+        key = tok.generate_secret("3DES-2KEY", "recharge.load.v33.province", None, VALID)
+        with pytest.raises(hsm.HsmError, match="trusted KEK"):
+            tok.wrap(untrusted, key)
+        blob = tok.wrap(trusted, key)
+        back = tok.unwrap(trusted, blob, "3DES-2KEY", label=None, id=None, policy=hsm.KeyPolicy(token=False))
+        assert tok.kcv(back) == tok.kcv(key)
+        tok.destroy(key)
+        tok.destroy(trusted)
+
+
+def test_token_lifecycle_wrong_pin_and_force():
+    with temp_token(init=False):
+        r = hsm.ensure_token(SOFTHSM, "life", SO_PIN, USER_PIN, check_mode=True)
+        assert r["changed"] and r["action"] == "initialise"
+        assert hsm.find_token(SOFTHSM, "life") is None, "check mode initialises nothing"
+        assert hsm.ensure_token(SOFTHSM, "life", SO_PIN, USER_PIN)["changed"]
+        assert not hsm.ensure_token(SOFTHSM, "life", SO_PIN, USER_PIN)["changed"]
+        with pytest.raises(hsm.HsmError, match="user PIN was rejected.*not retrying"):
+            hsm.ensure_token(SOFTHSM, "life", SO_PIN, "000000")
+        with hsm.hsm_session(SOFTHSM, "life", USER_PIN) as tok:
+            tok.generate_secret("3DES-2KEY", "recharge.load.v01.province", None, VALID)
+            tok.generate_secret("3DES-2KEY", "recharge.load.v02.province", None, VALID)
+        r = hsm.ensure_token(SOFTHSM, "life", SO_PIN, USER_PIN, force=True, check_mode=True)
+        assert r["destroyed"] == 2
+        with hsm.hsm_session(SOFTHSM, "life", USER_PIN) as tok:
+            assert len(tok.list_keys()) == 2
+        r = hsm.ensure_token(SOFTHSM, "life", SO_PIN, USER_PIN, force=True)
+        assert r["changed"] and r["destroyed"] == 2
+        with hsm.hsm_session(SOFTHSM, "life", USER_PIN) as tok:
+            assert tok.list_keys() == []
+
+
+def test_pkcs11_tool_lists_same_labels_and_ids(token_dir):
+    with hsm.hsm_session(SOFTHSM, "unit", USER_PIN) as tok:
+        labels = {}
+        for holder in ("province", "city-440100"):
+            label = hsm.key_label("recharge", "maintenance", 1, holder)
+            kid = hsm.key_id("recharge", 0x22, 1, holder)
+            tok.generate_secret("3DES-2KEY", label, kid, VALID)
+            labels[label] = kid.hex()
+    out = subprocess.run(
+        ["pkcs11-tool", "--module", SOFTHSM, "--token-label", "unit", "--login", "--pin", USER_PIN, "-O"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for label, kid in labels.items():
+        block = out[out.index(f"label:      {label}") :]
+        assert block.splitlines()[1].split()[-1].lower() == kid
