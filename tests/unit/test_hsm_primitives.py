@@ -204,7 +204,7 @@ def test_wrong_combined_kcv_leaves_token_unchanged(tok):
 
 def test_sm4_refused_clearly(tok):
     before = _count(tok)
-    with pytest.raises(hsm.HsmError, match="offers no SM4 mechanism.*no fallback"):
+    with pytest.raises(hsm.HsmError, match=r"offers no SM4 mechanism.*no fallback"):
         tok.generate_secret("SM4", "consumption.sm4.v01.province", None, VALID)
     assert _count(tok) == before
 
@@ -256,7 +256,7 @@ def test_token_lifecycle_wrong_pin_and_force():
         assert hsm.find_token(SOFTHSM, "life") is None, "check mode initialises nothing"
         assert hsm.ensure_token(SOFTHSM, "life", SO_PIN, USER_PIN)["changed"]
         assert not hsm.ensure_token(SOFTHSM, "life", SO_PIN, USER_PIN)["changed"]
-        with pytest.raises(hsm.HsmError, match="user PIN was rejected.*not retrying"):
+        with pytest.raises(hsm.HsmError, match=r"user PIN was rejected.*not retrying"):
             hsm.ensure_token(SOFTHSM, "life", SO_PIN, "000000")
         with hsm.hsm_session(SOFTHSM, "life", USER_PIN) as tok:
             tok.generate_secret("3DES-2KEY", "recharge.load.v01.province", None, VALID)
