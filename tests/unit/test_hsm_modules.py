@@ -1,0 +1,223 @@
+"""The HSM modules as Ansible runs them (localhost, a throw-away SoftHSM token): changed, check mode, errors, no leaks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.hsm_helpers import (
+    SO_PIN,
+    TEST_COMPONENTS,
+    USER_PIN,
+    all_encodings,
+    clear_test_key,
+    kcv_des3,
+    temp_token,
+)
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+PY = REPO / ".venv" / "bin" / "python"
+CATALOGUE = yaml.safe_load((REPO / "inventories/lab/group_vars/all/key_catalogue.yml").read_text())["key_catalogue"]
+
+
+def _play(tmp: Path, tasks: list[dict], *args: str, catalogue=None) -> subprocess.CompletedProcess:
+    play = [
+        {"hosts": "localhost", "gather_facts": False, "vars": {"key_catalogue": catalogue or CATALOGUE}, "tasks": tasks}
+    ]
+    pb = tmp / "play.yml"
+    pb.write_text(yaml.safe_dump(play, allow_unicode=True))
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default",
+    )
+    return subprocess.run(
+        [
+            str(REPO / ".venv/bin/ansible-playbook"),
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-e",
+            f"ansible_python_interpreter={PY}",
+            str(pb),
+            *args,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+def _changed(proc) -> int:
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("localhost"))
+    return int(line.split("changed=")[1].split()[0])
+
+
+PIN = {"token_label": "mod", "user_pin": USER_PIN}
+
+
+@pytest.fixture(scope="module")
+def token():
+    with temp_token(init=False) as d:
+        yield d
+
+
+def test_token_then_keys_idempotent_with_check_mode_and_diff(token, tmp_path):
+    tasks = [
+        {"tunion.keymgmt.hsm_token": {**PIN, "so_pin": SO_PIN}},
+        {
+            "tunion.keymgmt.hsm_key": {
+                **PIN,
+                "catalogue": "{{ key_catalogue }}",
+                "key": "load",
+                "version": 1,
+                "diversify_for": ["440100", "440300"],
+            }
+        },
+    ]
+    first = _play(tmp_path, tasks, "--diff")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert _changed(first) == 2
+    assert "recharge.load.v01.city-440300" in first.stdout
+    second = _play(tmp_path, tasks, "--check", "--diff")
+    assert second.returncode == 0 and _changed(second) == 0
+    third = _play(tmp_path, tasks)
+    assert third.returncode == 0 and _changed(third) == 0
+
+
+def test_wrong_pin_is_a_clear_error(token, tmp_path):
+    tasks = [{"tunion.keymgmt.hsm_token": {"token_label": "mod", "so_pin": SO_PIN, "user_pin": "999999"}}]
+    proc = _play(tmp_path, tasks)
+    assert proc.returncode != 0
+    assert "user PIN was rejected by token 'mod'; not retrying" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "999999" not in proc.stdout + proc.stderr
+
+
+def _components(name: str, bad: int | None = None) -> list[dict]:
+    out = []
+    for i, c in enumerate(TEST_COMPONENTS[name], 1):
+        kcv = kcv_des3(bytes.fromhex(c)).hex().upper()
+        out.append({"value": c, "kcv": "000000" if i == bad else kcv})
+    return out
+
+
+def _info(tmp_path) -> list[dict]:
+    out = tmp_path / "info.json"
+    proc = _play(
+        tmp_path,
+        [
+            {"tunion.keymgmt.hsm_key_info": {**PIN, "catalogue": "{{ key_catalogue }}"}, "register": "k"},
+            {"ansible.builtin.copy": {"content": "{{ k['keys'] | to_json }}", "dest": str(out)}},
+        ],
+    )
+    assert proc.returncode == 0, proc.stdout
+    return json.loads(out.read_text())
+
+
+def test_bad_component_kcv_refused_token_unchanged(token, tmp_path):
+    before = _info(tmp_path)
+    tasks = [
+        {
+            "tunion.keymgmt.hsm_key": {
+                **PIN,
+                "catalogue": "{{ key_catalogue }}",
+                "key": "tac",
+                "version": 1,
+                "components": _components("tac", bad=3),
+            }
+        }
+    ]
+    proc = _play(tmp_path, tasks)
+    assert proc.returncode != 0
+    assert "component 3 of 3 does not match its KCV" in proc.stdout
+    assert _info(tmp_path) == before
+
+
+def test_components_import_leaves_no_trace_at_vvv(token, tmp_path):
+    tasks = [
+        {
+            "tunion.keymgmt.hsm_key": {
+                **PIN,
+                "catalogue": "{{ key_catalogue }}",
+                "key": "purchase",
+                "version": 1,
+                "components": _components("purchase"),
+                "diversify_for": ["440100"],
+            }
+        }
+    ]
+    proc = _play(tmp_path, tasks, "-vvv", "--diff")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "E1C5AD" in proc.stdout  # the expected KCV is reported
+    output = (proc.stdout + proc.stderr).encode()
+    secrets = [clear_test_key("purchase")] + [bytes.fromhex(c) for c in TEST_COMPONENTS["purchase"]]
+    for s in secrets:
+        for form in all_encodings(s):
+            assert form not in output
+    for path in token.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for s in secrets:
+                assert all(form not in data for form in all_encodings(s)), path
+
+
+def test_recharge_key_on_sam_refused_before_token(token, tmp_path):
+    bad = [dict(e, holders=["hsm", "sam"]) if e["name"] == "maintenance" else e for e in CATALOGUE]
+    before = _info(tmp_path)
+    tasks = [
+        {"tunion.keymgmt.hsm_key": {**PIN, "catalogue": "{{ key_catalogue }}", "key": "maintenance", "version": 1}}
+    ]
+    proc = _play(tmp_path, tasks, catalogue=bad)
+    assert proc.returncode != 0 and "第二条(四)" in proc.stdout
+    assert _info(tmp_path) == before
+    proc = _play(
+        tmp_path, [{"tunion.keymgmt.key_catalogue_validate": {"catalogue": "{{ key_catalogue }}"}}], catalogue=bad
+    )
+    assert proc.returncode != 0 and "'maintenance' is recharge-class" in proc.stdout
+
+
+def test_sm4_key_refused_by_token(token, tmp_path):
+    cat = [
+        *CATALOGUE,
+        {
+            "name": "card_sm4",
+            "class": "consumption",
+            "origin": "ministry",
+            "algorithm": "SM4",
+            "code": 0x19,
+            "holders": ["hsm"],
+            "source": "components",
+            "versions": [{"version": 1, "not_before": "2025-01-01", "not_after": "2030-12-31"}],
+        },
+    ]
+    before = _info(tmp_path)
+    proc = _play(
+        tmp_path,
+        [
+            {
+                "tunion.keymgmt.hsm_key": {
+                    **PIN,
+                    "catalogue": "{{ key_catalogue }}",
+                    "key": "card_sm4",
+                    "version": 1,
+                    "components": _components("tac"),
+                }
+            }
+        ],
+        catalogue=cat,
+    )
+    assert proc.returncode != 0 and "offers no SM4 mechanism" in proc.stdout
+    assert _info(tmp_path) == before
