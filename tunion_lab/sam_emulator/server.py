@@ -1,0 +1,292 @@
+"""vpcd plumbing and the feeder: emulated SAMs inserted one after another into each virtual reader.
+
+vpcd (inside pcscd) is the TCP server, one port per reader; a connection is a card in the reader, closing it pulls
+the card out. Messages are a 2-byte big-endian length and a payload; 1-byte payloads are control (00 power off,
+01 power on, 02 reset, 04 get ATR), anything else is a C-APDU answered by an R-APDU.
+
+vpcd writes the length and the payload separately and does not set TCP_NODELAY, so with Linux's delayed ACK every
+exchange waits ~40 ms; answering in one write with TCP_NODELAY and re-arming TCP_QUICKACK before each read brings
+a round trip to a fraction of a millisecond.
+
+The feeder is a personalisation machine: each reader has a hopper (queue). When the station ends its session
+with a reset (``SCardDisconnect(SCARD_RESET_CARD)``) after sending the SAM APDUs, the machine moves that SAM out
+and the next one in; pcscd's own power-downs do not move cards. An empty hopper leaves the reader empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunion_lab.sam_emulator.card import ATR, Faults, PsamCard
+from tunion_lab.sam_emulator.store import StateStore, check_serial
+
+log = logging.getLogger("tunion.sam_emulator")
+TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
+CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0, 1, 2, 4
+
+
+@dataclass
+class Feed:
+    serial: str
+    faults: Faults = field(default_factory=Faults)
+
+
+class CardRemoved(Exception):
+    pass
+
+
+class ReaderSlot(threading.Thread):
+    """One virtual reader: takes SAMs from its hopper and presents them to vpcd."""
+
+    def __init__(self, index: int, host: str, port: int, emulator: Emulator) -> None:
+        super().__init__(name=f"reader-{index}", daemon=True)
+        self.index, self.host, self.port, self.emu = index, host, port, emulator
+        self.hopper: deque[Feed] = deque()
+        self.cond = threading.Condition()
+        self.present: str | None = None
+        self.stopping = False
+        self.sock: socket.socket | None = None
+
+    # ------------------------------------------------------------------ socket I/O
+    def _recv(self, n: int) -> bytes:
+        assert self.sock is not None
+        buf = bytearray()
+        while len(buf) < n:
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise CardRemoved("vpcd closed the connection")
+            buf += chunk
+        return bytes(buf)
+
+    def _send(self, payload: bytes) -> None:
+        assert self.sock is not None
+        self.sock.sendall(struct.pack(">H", len(payload)) + payload)
+
+    def _connect(self) -> None:
+        while not self.stopping:
+            try:
+                s = socket.create_connection((self.host, self.port), timeout=5)
+            except OSError:
+                time.sleep(0.5)  # pcscd not (yet) listening: keep the card in the machine
+                continue
+            s.settimeout(None)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock = s
+            return
+
+    def _pull(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+        self.sock = None
+        self.present = None
+
+    # ------------------------------------------------------------------ machine
+    def _next(self) -> Feed | None:
+        with self.cond:
+            while not self.hopper and not self.stopping:
+                self.cond.wait(0.5)
+            return self.hopper.popleft() if self.hopper else None
+
+    def run(self) -> None:
+        feed = self._next()
+        while feed is not None and not self.stopping:
+            try:
+                card = self.emu.card(feed)
+            except (OSError, ValueError) as exc:
+                log.error("reader %d: cannot present SAM %s: %s", self.index, feed.serial, exc)
+                self.emu.record(self.index, feed.serial, 0, f"not presented: {exc}")
+                feed = self._next()
+                continue
+            if self.sock is None:
+                self._connect()
+            self.present = feed.serial
+            outcome, keep_socket = self._serve(card)
+            self.emu.record(self.index, feed.serial, card.apdus, outcome)
+            if not keep_socket:
+                self._pull()
+            with self.cond:
+                feed = self.hopper.popleft() if self.hopper else None
+            if feed is None:
+                self._pull()  # hopper empty: the reader stays empty until more SAMs are inserted
+                feed = self._next()
+
+    def _serve(self, card: PsamCard) -> tuple[str, bool]:
+        """Answer vpcd until the SAM leaves. Returns (outcome, whether the socket stays for the next SAM)."""
+        session_apdus = 0
+        try:
+            while not self.stopping:
+                (n,) = struct.unpack(">H", self._recv(2))
+                msg = self._recv(n)
+                if n == 1:
+                    ctrl = msg[0]
+                    if ctrl == CTRL_ATR:
+                        self._send(ATR)
+                    elif ctrl == CTRL_RESET and session_apdus:
+                        with self.cond:
+                            more = bool(self.hopper)
+                        return "done", more  # the station is done with this SAM: next one in (same socket)
+                    elif ctrl in (CTRL_ON, CTRL_OFF, CTRL_RESET):
+                        card.power_on()
+                    continue
+                if card.faults.remove_after and card.apdus >= card.faults.remove_after:
+                    return f"removed after {card.apdus} APDUs", False
+                session_apdus += 1
+                self._send(card.process(msg))
+        except (CardRemoved, OSError) as exc:
+            return f"connection lost: {exc}", False
+        return "stopped", False
+
+    def insert(self, feeds: list[Feed]) -> None:
+        with self.cond:
+            self.hopper.extend(feeds)
+            self.cond.notify_all()
+
+    def stop(self) -> None:
+        self.stopping = True
+        with self.cond:
+            self.cond.notify_all()
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+
+
+class Emulator:
+    def __init__(self, state_dir: str | os.PathLike[str], ports: list[int], host: str = "127.0.0.1") -> None:
+        self.store = StateStore(state_dir)
+        self.readers = [ReaderSlot(i, host, p, self) for i, p in enumerate(ports)]
+        self.pending_issuer: dict[str, dict[str, str]] = {}
+        self.history: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self._rr = 0
+
+    def start(self) -> None:
+        for r in self.readers:
+            r.start()
+
+    def stop(self) -> None:
+        for r in self.readers:
+            r.stop()
+
+    def card(self, feed: Feed) -> PsamCard:
+        with self.lock:
+            issuer = self.pending_issuer.pop(feed.serial, None)
+        if self.store.exists(feed.serial):
+            state = self.store.load(feed.serial)
+        elif issuer is not None:
+            state = self.store.manufacture(feed.serial, issuer.get("terminal"), issuer)
+        else:
+            raise ValueError("unknown SAM and no issuer keys to manufacture it")
+        return PsamCard(state, self.store.save, feed.faults)
+
+    def record(self, reader: int, serial: str, apdus: int, outcome: str) -> None:
+        log.info("reader %d: SAM %s out after %d APDUs (%s)", reader, serial, apdus, outcome)
+        with self.lock:
+            self.history.append({"reader": reader, "serial": serial, "apdus": apdus, "outcome": outcome})
+
+    # ------------------------------------------------------------------ control operations
+    def op_insert(self, req: dict[str, Any]) -> dict[str, Any]:
+        sams = req.get("sams") or []
+        issuer = req.get("issuer")
+        per_reader: dict[int, list[Feed]] = {}
+        for sam in sams:
+            serial = check_serial(sam["serial"])
+            if issuer is not None and not self.store.exists(serial):
+                with self.lock:
+                    self.pending_issuer[serial] = dict(issuer, terminal=sam.get("terminal") or "")
+            if "reader" in sam and sam["reader"] is not None:
+                idx = int(sam["reader"]) % len(self.readers)
+            else:
+                idx, self._rr = self._rr, (self._rr + 1) % len(self.readers)
+            per_reader.setdefault(idx, []).append(Feed(serial, Faults.from_dict(sam.get("faults"))))
+        for idx, feeds in per_reader.items():
+            self.readers[idx].insert(feeds)
+        return {"ok": True, "queued": len(sams)}
+
+    def op_status(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "readers": [
+                {"index": r.index, "port": r.port, "present": r.present, "queued": len(r.hopper)} for r in self.readers
+            ],
+            "handled": len(self.history),
+        }
+
+    def op_history(self, req: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            out = list(self.history)
+            if req.get("clear"):
+                self.history.clear()
+        return {"ok": True, "history": out}
+
+    def op_clear(self, req: dict[str, Any]) -> dict[str, Any]:
+        for r in self.readers:
+            with r.cond:
+                r.hopper.clear()
+        return {"ok": True}
+
+    def op_wait_idle(self, req: dict[str, Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + float(req.get("timeout", 30))
+        while time.monotonic() < deadline:
+            if all(not r.hopper and r.present is None for r in self.readers):
+                return {"ok": True}
+            time.sleep(0.05)
+        return {"ok": False, "error": "the readers still hold SAMs", **self.op_status(req)}
+
+    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        op = getattr(self, f"op_{req.get('op', '')}", None)
+        if op is None:
+            return {"ok": False, "error": f"unknown op {req.get('op')!r}"}
+        try:
+            return op(req)
+        except (KeyError, TypeError, ValueError) as exc:
+            return {"ok": False, "error": str(exc)}
+
+
+def serve_control(emu: Emulator, sock_path: Path, stop: threading.Event) -> None:
+    """Line-delimited JSON requests on a unix socket (mode 0600): one request, one answer per line."""
+    with contextlib.suppress(FileNotFoundError):
+        sock_path.unlink()
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        srv.bind(str(sock_path))
+    finally:
+        os.umask(old)
+    srv.listen(8)
+    srv.settimeout(0.5)
+
+    def client(conn: socket.socket) -> None:
+        with conn, conn.makefile("rwb") as f:
+            for line in f:
+                try:
+                    req = json.loads(line)
+                except ValueError:
+                    resp: dict[str, Any] = {"ok": False, "error": "not JSON"}
+                else:
+                    resp = emu.handle(req)
+                f.write(json.dumps(resp).encode() + b"\n")
+                f.flush()
+
+    while not stop.is_set():
+        try:
+            conn, _ = srv.accept()
+        except TimeoutError:
+            continue
+        threading.Thread(target=client, args=(conn,), daemon=True).start()
+    srv.close()
+    with contextlib.suppress(FileNotFoundError):
+        sock_path.unlink()

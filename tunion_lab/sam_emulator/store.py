@@ -1,0 +1,120 @@
+"""The emulated SAMs' persistent memory: one file per serial, keys encrypted at rest.
+
+A SAM's state survives removal, reinsertion and lab restarts. Key values are sealed with AES-GCM under a random
+storage key kept beside the states (mode 0600), as a secure element encrypts its NVM, so no file under the lab
+directory ever holds a clear key value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from tunion_lab.sam_emulator.card import CardState, Slot, pboc_diversify, serial_d8
+
+_SERIAL_RE = re.compile(r"^[0-9A-F]{20}$")
+_TERMINAL_RE = re.compile(r"^[0-9A-F]{12}$")
+
+
+def check_serial(serial: str) -> str:
+    s = str(serial).upper()
+    if not _SERIAL_RE.match(s):
+        raise ValueError(f"SAM serial {serial!r} must be 20 hex digits (10 bytes)")
+    return s
+
+
+class StateStore:
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key_file = self.dir / "storage.key"
+        if not key_file.exists():
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(AESGCM.generate_key(bit_length=256))
+        self._aead = AESGCM(key_file.read_bytes())
+        self._lock = threading.Lock()
+
+    def _seal(self, serial: str, value: bytes) -> str:
+        nonce = os.urandom(12)
+        return (nonce + self._aead.encrypt(nonce, value, serial.encode())).hex()
+
+    def _open(self, serial: str, blob: str) -> bytes:
+        raw = bytes.fromhex(blob)
+        return self._aead.decrypt(raw[:12], raw[12:], serial.encode())
+
+    def path(self, serial: str) -> Path:
+        return self.dir / f"{serial}.json"
+
+    def exists(self, serial: str) -> bool:
+        return self.path(serial).exists()
+
+    def load(self, serial: str) -> CardState:
+        d = json.loads(self.path(serial).read_text())
+        return CardState(
+            serial=d["serial"],
+            terminal=d["terminal"],
+            master_key=self._open(serial, d["master_key"]),
+            transport_key=self._open(serial, d["transport_key"]),
+            batch_kek=self._open(serial, d["batch_kek"]),
+            capacity=d["capacity"],
+            tsn=d["tsn"],
+            slots=[
+                Slot(s["usage"], s["version"], s["algorithm"], bytes.fromhex(s["kcv"]), self._open(serial, s["key"]))
+                for s in d["slots"]
+            ],
+        )
+
+    def save(self, st: CardState) -> None:
+        d = {
+            "serial": st.serial,
+            "terminal": st.terminal,
+            "master_key": self._seal(st.serial, st.master_key),
+            "transport_key": self._seal(st.serial, st.transport_key),
+            "batch_kek": self._seal(st.serial, st.batch_kek),
+            "capacity": st.capacity,
+            "tsn": st.tsn,
+            "slots": [
+                {
+                    "usage": s.usage,
+                    "version": s.version,
+                    "algorithm": s.algorithm,
+                    "kcv": s.kcv.hex().upper(),
+                    "key": self._seal(st.serial, s.key),
+                }
+                for s in st.slots
+            ],
+        }
+        tmp = self.path(st.serial).with_suffix(f".tmp{threading.get_ident()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(d, f)
+        os.replace(tmp, self.path(st.serial))
+
+    def manufacture(self, serial: str, terminal: str | None, issuer: dict[str, str], capacity: int = 8) -> CardState:
+        """A blank SAM as its manufacturer delivers it: serial, terminal number, and its own keys diversified from
+        the province's SAM issuer keys (``auth``, ``transport``) plus the batch transport KEK (``batch_kek``)."""
+        serial = check_serial(serial)
+        terminal = (terminal or serial[-12:]).upper()
+        if not _TERMINAL_RE.match(terminal):
+            raise ValueError(f"terminal number {terminal!r} must be 12 hex digits")
+        try:
+            auth, transport, kek = (bytes.fromhex(issuer[k]) for k in ("auth", "transport", "batch_kek"))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("a new SAM needs issuer keys 'auth', 'transport' and 'batch_kek' (hex)") from None
+        st = CardState(
+            serial=serial,
+            terminal=terminal,
+            master_key=pboc_diversify(auth, serial_d8(serial)),
+            transport_key=pboc_diversify(transport, serial_d8(serial)),
+            batch_kek=kek,
+            capacity=capacity,
+        )
+        with self._lock:
+            self.save(st)
+        return st
