@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from ansible_collections.tunion.keymgmt.plugins.module_utils.catalogue import (
     CatalogueError,
     assert_sam_allowed,

@@ -1,4 +1,4 @@
-"""The HSM modules as Ansible runs them (localhost, a throw-away SoftHSM token): changed, check mode, errors, no leaks."""
+"""The HSM modules as Ansible runs them (localhost, a throw-away SoftHSM token): changed, check mode, no leaks."""
 
 from __future__ import annotations
 
