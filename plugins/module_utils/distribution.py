@@ -310,12 +310,12 @@ class HsmKeyOps:
         return hmac.compare_digest(self.cmac(kek, derivation, data), mac)
 
 
-def kek_policy(*, province: bool) -> KeyPolicy:
+def kek_policy(*, province: bool, token: bool = True) -> KeyPolicy:
     """Province: a trusted KEK (only trusted KEKs may wrap the project's keys; SoftHSM lets the SO create trusted
     objects only as public ones), wrappable under the city's trusted RSA key. City: private, never extractable."""
     if province:
         return KeyPolicy(usage="kek", private=False, extractable=True, trusted=True, extra={"derive": True})
-    return KeyPolicy(usage="kek", extractable=False, extra={"derive": True})
+    return KeyPolicy(usage="kek", token=token, extractable=False, extra={"derive": True})
 
 
 def installed_policy(key_class: str) -> KeyPolicy:
@@ -404,6 +404,14 @@ def parse_grants(raw: Iterable[Any]) -> list[Grant]:
         seen.add((grant.key_type, grant.version))
         grants.append(grant)
     return grants
+
+
+def use_catalogue(hsm: HsmToken, catalogue: list[dict[str, Any]] | None) -> None:
+    """Let the token find validity periods in the catalogue (SoftHSM cannot return a private key's dates)."""
+    if catalogue:
+        from ansible_collections.tunion.keymgmt.plugins.module_utils.catalogue import load_catalogue
+
+        hsm.validity_lookup = load_catalogue(catalogue).validity_for
 
 
 def province_key_index(hsm: HsmToken) -> dict[tuple[str, int, str], Any]:
@@ -551,6 +559,42 @@ def publish_blocks(
     return written
 
 
+def parse_targets(raw: Iterable[dict[str, Any]]) -> list[CityTarget]:
+    targets = []
+    for entry in raw:
+        try:
+            targets.append(
+                CityTarget(
+                    city=str(entry["city"]),
+                    city_code=str(entry["city_code"]),
+                    grants=parse_grants(entry.get("grants") or []),
+                    kek_version=int(entry.get("kek_version", 1)),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DistributionError(f"target {entry!r}: needs city, city_code, grants, kek_version ({exc})") from None
+    return targets
+
+
+def expected_kcvs(hsm: HsmToken, targets: list[CityTarget]) -> dict[str, dict[str, dict[str, Any]]]:
+    """city -> block name -> {kcv, key_type, version} from the province's own token."""
+    index = province_key_index(hsm)
+    expected: dict[str, dict[str, dict[str, Any]]] = {}
+    for target in targets:
+        expected[target.city] = {}
+        for grant in target.grants:
+            found = index.get((grant.key_type, grant.version, holder(target.city_code))) or index.get(
+                (grant.key_type, grant.version, "province")
+            )
+            kcv = kcv_hex(hsm, found[0]) if found else "(not in the province token)"
+            expected[target.city][block_name(grant.key_type, grant.version)] = {
+                "kcv": kcv,
+                "key_type": grant.key_type,
+                "version": grant.version,
+            }
+    return expected
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # city side: KEK and blocks
 
@@ -600,8 +644,17 @@ def install_kek(
         hsm.destroy(probe)
     if have != want_kcv:
         raise DistributionError(f"city {city}: unwrapped KEK has KCV {have}, envelope says {want_kcv}; not installed")
-    if check_mode:
-        return True, info, None
+    if check_mode:  # a session copy stands in for the KEK, so check mode can still verify the blocks
+        probe = hsm.unwrap(
+            priv,
+            blob,
+            "AES-256",
+            label=None,
+            id=None,
+            policy=kek_policy(province=False, token=False),
+            mechanism="rsa-oaep",
+        )
+        return True, info, probe
     kek = hsm.unwrap(
         priv, blob, "AES-256", label=label, id=None, policy=kek_policy(province=False), mechanism="rsa-oaep"
     )

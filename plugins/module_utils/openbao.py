@@ -16,6 +16,7 @@ already unwrapped fails the lookup, and we say so: that is how an interception s
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -99,16 +100,50 @@ def describe(exc: Exception, action: str, url: str) -> str:
     ]
     for kind, text in answers:
         if isinstance(exc, kind):
-            return text.format(action=action, url=url)
+            reason = f" [{_ssl_reason(exc)}]" if isinstance(exc, requests.exceptions.SSLError) else ""
+            return text.format(action=action, url=url) + reason
     if isinstance(exc, hvac.exceptions.VaultError):
         errors = "; ".join(str(e) for e in (getattr(exc, "errors", None) or [])) or type(exc).__name__
         return f"OpenBao refused {action}: {errors}"
     return f"{action} failed: {type(exc).__name__}"
 
 
+def _ssl_reason(exc: BaseException) -> str:
+    """The innermost TLS reason (certificate/handshake text only: no request data)."""
+    inner: BaseException | None = exc
+    while inner is not None and inner.__context__ is not None and not isinstance(inner, ssl.SSLError):
+        inner = inner.__cause__ or inner.__context__
+    return str(getattr(inner, "reason", None) or inner)[:200]
+
+
+_ERR_CLEAR: Any = None
+
+
+def clear_openssl_errors() -> None:
+    """Empty this thread's OpenSSL error queue before a TLS request.
+
+    SoftHSM2 shares libcrypto with Python's ssl module and leaves errors in the queue (e.g. "ENGINE:
+    no such engine" when it probes for engines). Python's ssl then reports that stale error as a failure
+    of the next TLS handshake. Clearing the queue first is what OpenSSL expects of every caller.
+    """
+    global _ERR_CLEAR  # noqa: PLW0603 - resolved once per process
+    if _ERR_CLEAR is None:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("crypto")
+        try:
+            _ERR_CLEAR = ctypes.CDLL(name).ERR_clear_error if name else False
+        except (OSError, AttributeError):
+            _ERR_CLEAR = False
+    if _ERR_CLEAR:
+        _ERR_CLEAR()
+
+
 @contextmanager
 def translated(action: str, url: str) -> Iterator[None]:
     """Re-raise OpenBao/transport failures inside the block as OpenBaoError with a readable message."""
+    clear_openssl_errors()
     try:
         yield
     except OpenBaoError:
@@ -205,6 +240,7 @@ def unwrap_secret_id(settings: OpenBaoSettings) -> str:
     client = new_client(settings)
     try:
         # sys/wrapping/lookup needs no token of its own: the wrapping token is the credential.
+        clear_openssl_errors()
         lookup = client.adapter.post("/v1/sys/wrapping/lookup", json={"token": settings.wrapped_secret_id})
     except Exception as exc:  # noqa: BLE001 - sorted below; every other failure means the same to the operator
         if HAS_HVAC and isinstance(exc, requests.exceptions.RequestException | hvac.exceptions.VaultDown):

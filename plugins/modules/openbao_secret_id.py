@@ -7,12 +7,12 @@ DOCUMENTATION = r"""
 module: openbao_secret_id
 short_description: Issue response-wrapped, single-use AppRole secret_ids for city nodes
 description:
-  - For each city, reads the role_id of AppRole C(city-<name>) and issues a new secret_id, response-wrapped:
+  - For each city, reads the role_id of AppRole C(city-<name>) and issues a new secret_id, response-wrapped -
     OpenBao returns only a single-use wrapping token with a short life. The city node unwraps it itself
     (M(tunion.keymgmt.city_enrol), M(tunion.keymgmt.keyblock_install)); a wrapping token that someone else
     unwrapped first makes the city's unwrap fail, so an interception shows.
   - Issuing a login credential is not a change of managed state (like a login), so the module reports
-    C(changed=false). Run the task with C(no_log: true): its result holds the credentials.
+    C(changed=false). Run the task with C(no_log=true) - its result holds the credentials.
 version_added: 0.1.0
 author: tunion-keyops
 extends_documentation_fragment:

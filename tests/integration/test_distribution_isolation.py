@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import hvac
 import hvac.exceptions
 import pytest
@@ -24,7 +26,7 @@ CITY_A, CITY_B = "guangzhou", "shenzhen"
 
 
 @pytest.fixture(scope="module")
-def province() -> hvac.Client:
+def province() -> Iterator[hvac.Client]:
     result = run_ansible(
         "ansible",
         "province-hsm",
@@ -36,9 +38,13 @@ def province() -> hvac.Client:
     assert result.returncode == 0, result.stdout + result.stderr
     client = province_client()
     kv = client.secrets.kv.v2
-    kv.create_or_update_secret(f"cities/{CITY_B}/blocks/isolation_probe.v01", {"block": "probe"}, mount_point=MOUNT)
+    probe = f"cities/{CITY_B}/blocks/isolation_probe.v01"
+    kv.create_or_update_secret(probe, {"block": "probe"}, mount_point=MOUNT)
     kv.create_or_update_secret("province/isolation_probe", {"note": "province only"}, mount_point=MOUNT)
-    return client
+    yield client
+    # the probe is not a key block: leave nothing a city would try to install
+    kv.delete_metadata_and_all_versions(probe, mount_point=MOUNT)
+    kv.delete_metadata_and_all_versions("province/isolation_probe", mount_point=MOUNT)
 
 
 def test_province_token_is_not_root(province: hvac.Client) -> None:
@@ -49,8 +55,9 @@ def test_province_token_is_not_root(province: hvac.Client) -> None:
 def test_city_reads_its_own_paths_only(province: hvac.Client) -> None:
     a, _, _ = city_login(province, CITY_A)
     kv = a.secrets.kv.v2
-    kv.create_or_update_secret(f"cities/{CITY_A}/status", {"probe": True}, mount_point=MOUNT)
-    kv.read_secret_version(f"cities/{CITY_A}/status", mount_point=MOUNT, raise_on_deleted_version=True)
+    status = f"cities/{CITY_A}/status"
+    before = kv.read_secret_version(status, mount_point=MOUNT, raise_on_deleted_version=True)["data"]["data"]
+    kv.create_or_update_secret(status, before, mount_point=MOUNT)  # its own status: writable (same content)
     forbidden = [
         lambda: kv.read_secret_version(
             f"cities/{CITY_B}/blocks/isolation_probe.v01", mount_point=MOUNT, raise_on_deleted_version=True

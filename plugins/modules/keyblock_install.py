@@ -1,0 +1,140 @@
+#!/usr/bin/python
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: keyblock_install
+short_description: Fetch this city's key blocks from OpenBao, verify them, unwrap them into the city HSM, report back
+description:
+  - Runs on the city node as the city's own unix user, with the city's AppRole (response-wrapped, single-use
+    secret_id; the token is revoked when the module ends).
+  - Installs the city KEK from its RSA-OAEP envelope if the token does not hold it yet (checking its KCV first).
+  - Fetches every block under C(cities/<city>/blocks/) and checks each one before anything is installed - the
+    AES-CMAC over header and body, computed in the city HSM under the KEK-derived MAC key; the city code; the
+    validity period; the KEK version; then the KCV of the key, unwrapped into a transient session object. One bad
+    block fails the task and installs nothing.
+  - Unwraps the keys the token lacks into it (sensitive, never extractable), and writes the installed KCVs, per key
+    type and version, to C(cities/<city>/status) for the province to compare.
+  - A second run with nothing new changes nothing - blocks whose key is already in the token with the same KCV are
+    verified and left alone, and the status is rewritten only if its content changed.
+version_added: 0.1.0
+author: tunion-keyops
+extends_documentation_fragment:
+  - tunion.keymgmt.openbao
+  - tunion.keymgmt.pkcs11
+options:
+  city:
+    description: The city's name (its inventory host name).
+    type: str
+    required: true
+  city_code:
+    description: The city's six-digit code; blocks for another code are refused.
+    type: str
+    required: true
+attributes:
+  check_mode:
+    support: full
+    details: Verifies everything (a session copy of a new KEK stands in for it) and installs nothing.
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Install this city's granted keys
+  tunion.keymgmt.keyblock_install:
+    url: "{{ openbao_addr }}"
+    ca_cert: "{{ openbao_ca_cert }}"
+    auth_method: approle
+    role_name: "{{ cred.role_name }}"
+    role_id: "{{ cred.role_id }}"
+    wrapped_secret_id: "{{ cred.wrapped_secret_id }}"
+    token_label: "{{ hsm_token_label }}"
+    user_pin: "{{ hsm_user_pin }}"
+    city: "{{ inventory_hostname }}"
+    city_code: "{{ city_code }}"
+"""
+
+RETURN = r"""
+installed:
+  description: Labels of the keys this run unwrapped into the token.
+  type: list
+  elements: str
+  returned: always
+  sample: ["consumption.purchase.v01.city-440100"]
+keys:
+  description: Every key the city holds from its blocks, per block name, with version and KCV (never a value).
+  type: dict
+  returned: always
+  sample: {"purchase.v01": {"key_type": "purchase", "version": 1, "kcv": "8CA64D", "label": "..."}}
+kek:
+  description: Version and KCV of the city KEK.
+  type: dict
+  returned: always
+kek_installed:
+  description: Whether this run installed the KEK.
+  type: bool
+  returned: always
+status_reported:
+  description: Whether the status record in OpenBao was (re)written.
+  type: bool
+  returned: always
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
+from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec, run
+from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
+
+
+def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+    p = module.params
+    city, code = p["city"], p["city_code"]
+    bao = connect(p)
+    opened.append(bao)
+    with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=not module.check_mode) as hsm:
+        kek_changed, kek_info, kek = dist.install_kek(hsm, bao, city, code, module.check_mode)
+        if kek is None or kek_info is None:
+            raise dist.DistributionError(
+                f"city {city}: OpenBao holds no KEK envelope for it yet - enrol it (tunion.keymgmt.city_enrol), "
+                "then let the province publish (tunion.keymgmt.keyblock_publish)"
+            )
+        blocks = dist.fetch_blocks(bao, city)
+        verified = dist.verify_blocks(hsm, kek=kek, kek_info=kek_info, city=city, city_code=code, blocks=blocks)
+        installed = [] if module.check_mode else dist.install_verified(hsm, kek, verified)
+        if module.check_mode:
+            installed = [v.label for v in verified if not v.installed]
+    record = dist.status_record(city, code, kek_info, verified)
+    reported = dist.report_status(bao, city, record, module.check_mode)
+    changed = kek_changed or bool(installed) or reported
+    result: dict[str, Any] = {
+        "changed": changed,
+        "installed": installed,
+        "keys": record["keys"],
+        "kek": kek_info,
+        "kek_installed": kek_changed,
+        "status_reported": reported,
+    }
+    if module._diff and changed:
+        lines = ([f"KEK v{kek_info['version']} ({kek_info['kcv']})\n"] if kek_changed else []) + [
+            f"{label}\n" for label in installed
+        ]
+        result["diff"] = {"before": "", "after": "".join(lines)}
+    return result
+
+
+def main() -> None:
+    spec = argument_spec(
+        hsm=True,
+        city={"type": "str", "required": True},
+        city_code={"type": "str", "required": True},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run(module, body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+#!/usr/bin/python
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: keyblock_publish
+short_description: Wrap each city's granted keys in the province HSM and publish them to OpenBao as key blocks
+description:
+  - Runs at the province. For every enrolled city (one whose RSA public key is in OpenBao, see
+    M(tunion.keymgmt.city_enrol)) it makes sure the province token holds that city's AES-256 KEK of the wanted
+    version, and that OpenBao holds the KEK wrapped under the city's public key with RSA-OAEP
+    (C(cities/<city>/kek)). A KEK is trusted (only trusted KEKs may wrap the project's keys), so creating one or
+    re-wrapping it needs O(so_pin); nothing needs the SO PIN when every envelope is current.
+  - Then, for each granted key type and version, it builds a key block (docs/keyblock.md) inside the HSM - the key
+    wrapped under the city KEK with AES key wrap with padding, and an AES-CMAC over header and body under a MAC key
+    derived from the KEK - and writes it to C(cities/<city>/blocks/<type>.v<VV>) unless OpenBao already holds the
+    identical block. Blocks are deterministic, so a second run writes nothing.
+  - Raising a city's O(targets[].kek_version) rotates its KEK - a new KEK, a new envelope, every block re-made
+    under it.
+  - Cities that have not enrolled yet are listed in RV(awaiting_enrolment) and skipped.
+version_added: 0.1.0
+author: tunion-keyops
+extends_documentation_fragment:
+  - tunion.keymgmt.openbao
+  - tunion.keymgmt.pkcs11
+options:
+  targets:
+    description: One entry per city.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      city:
+        description: City name (inventory host name).
+        type: str
+        required: true
+      city_code:
+        description: Six-digit city code; goes into every block header.
+        type: str
+        required: true
+      grants:
+        description:
+          - Granted keys, each C(key_type) and C(version) (default 1), optionally C(not_before)/C(not_after) when
+            the province token does not hold the validity period. A bare string is a key type at version 1.
+        type: list
+        elements: raw
+        default: []
+      kek_version:
+        description: Wanted version of the city's KEK; raise it to rotate.
+        type: int
+        default: 1
+  issuer:
+    description: Issuer named in every block header.
+    type: str
+    default: GD-TUNION-PROVINCE
+  catalogue:
+    description:
+      - The key catalogue (C(key_catalogue) in the inventory). Gives the validity period of keys whose dates the
+        token cannot return (SoftHSM does not return the dates of private objects).
+    type: list
+    elements: dict
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Wrap and publish every city's granted keys
+  tunion.keymgmt.keyblock_publish:
+    url: "{{ openbao_addr }}"
+    ca_cert: "{{ openbao_ca_cert }}"
+    token_label: "{{ hsm_token_label }}"
+    user_pin: "{{ hsm_user_pin }}"
+    so_pin: "{{ hsm_so_pin }}"
+    targets:
+      - city: guangzhou
+        city_code: "440100"
+        grants: [{key_type: purchase, version: 1}, {key_type: load, version: 1}]
+"""
+
+RETURN = r"""
+cities:
+  description: Per city, the KEK envelope state and the blocks written.
+  type: dict
+  returned: always
+  sample: {"guangzhou": {"kek_version": 1, "envelope": "published", "blocks_written": ["purchase.v01"]}}
+awaiting_enrolment:
+  description: Cities with no public key in OpenBao yet; nothing was done for them.
+  type: list
+  elements: str
+  returned: always
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
+from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec, run
+from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
+
+
+def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+    p = module.params
+    targets = dist.parse_targets(p["targets"])
+    bao = connect(p)
+    opened.append(bao)
+    report: dict[str, dict[str, Any]] = {}
+    awaiting, envelopes, to_wrap = [], {}, []
+    for target in targets:
+        enrolment = dist.read_enrolment(bao, target.city)
+        if enrolment is None:
+            awaiting.append(target.city)
+            continue
+        current = dist.plan_envelope(bao, target, enrolment[1])
+        report[target.city] = {"kek_version": target.kek_version, "envelope": "unchanged", "blocks_written": []}
+        if current is None:
+            to_wrap.append((target, enrolment))
+            report[target.city]["envelope"] = "published"
+        else:
+            envelopes[target.city] = current
+    if to_wrap and not module.check_mode:
+        if not p["so_pin"]:
+            raise dist.DistributionError(
+                f"cities {', '.join(t.city for t, _ in to_wrap)} need a KEK envelope: creating or re-wrapping a "
+                "trusted KEK needs so_pin"
+            )
+        with hsm_session(p["pkcs11_library"], p["token_label"], None, so_pin=p["so_pin"]) as so_hsm:
+            for target, (der, fp) in to_wrap:
+                envelope = dist.make_envelope(so_hsm, target, der, fp)
+                bao.kv_write(dist.MOUNT, dist.city_path(target.city, "kek"), envelope)
+                envelopes[target.city] = envelope
+    ready = [t for t in targets if t.city in envelopes]
+    if ready:
+        with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=False) as hsm:
+            dist.use_catalogue(hsm, p["catalogue"])
+            ops = dist.HsmKeyOps(hsm)
+            index = dist.province_key_index(hsm)
+            for target in ready:
+                blocks = dist.build_city_blocks(
+                    hsm,
+                    ops=ops,
+                    index=index,
+                    target=target,
+                    kek_kcv=envelopes[target.city]["kek_kcv"],
+                    issuer=p["issuer"],
+                )
+                report[target.city]["blocks_written"] = dist.publish_blocks(bao, target.city, blocks, module.check_mode)
+    for target, _ in to_wrap:
+        if target.city not in envelopes:  # check mode: the blocks would all be made under the new KEK
+            report[target.city]["blocks_written"] = [dist.block_name(g.key_type, g.version) for g in target.grants]
+    changed = any(r["envelope"] != "unchanged" or r["blocks_written"] for r in report.values())
+    result: dict[str, Any] = {"changed": changed, "cities": report, "awaiting_enrolment": awaiting}
+    if module._diff and changed:
+        lines = [
+            f"{city}: KEK v{r['kek_version']} envelope {r['envelope']}; blocks {', '.join(r['blocks_written'])}\n"
+            for city, r in sorted(report.items())
+            if r["envelope"] != "unchanged" or r["blocks_written"]
+        ]
+        result["diff"] = {"before": "", "after": "".join(lines)}
+    return result
+
+
+def main() -> None:
+    spec = argument_spec(
+        hsm=True,
+        targets={
+            "type": "list",
+            "elements": "dict",
+            "required": True,
+            "options": {
+                "city": {"type": "str", "required": True},
+                "city_code": {"type": "str", "required": True},
+                "grants": {"type": "list", "elements": "raw", "default": []},
+                "kek_version": {"type": "int", "default": 1},
+            },
+        },
+        issuer={"type": "str", "default": "GD-TUNION-PROVINCE"},
+        catalogue={"type": "list", "elements": "dict"},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run(module, body)
+
+
+if __name__ == "__main__":
+    main()

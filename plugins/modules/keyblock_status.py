@@ -1,0 +1,151 @@
+#!/usr/bin/python
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: keyblock_status
+short_description: Compare the KCVs the cities report with the province's own
+description:
+  - Runs at the province. For each city, computes in the province HSM the KCV of every granted key, reads the
+    status the city reported to C(cities/<city>/status) (M(tunion.keymgmt.keyblock_install)), and lists every
+    difference - a key not installed, a different KCV, a city that never reported, a key installed but no longer
+    granted.
+  - Read-only - never changes anything.
+version_added: 0.1.0
+author: tunion-keyops
+extends_documentation_fragment:
+  - tunion.keymgmt.openbao
+  - tunion.keymgmt.pkcs11
+options:
+  targets:
+    description: One entry per city, as for M(tunion.keymgmt.keyblock_publish).
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      city:
+        description: City name.
+        type: str
+        required: true
+      city_code:
+        description: Six-digit city code.
+        type: str
+        required: true
+      grants:
+        description: Granted keys (C(key_type), C(version)).
+        type: list
+        elements: raw
+        default: []
+      kek_version:
+        description: Wanted KEK version.
+        type: int
+        default: 1
+  fail_on_difference:
+    description: Fail the task, naming the cities, when any difference is found.
+    type: bool
+    default: true
+  catalogue:
+    description:
+      - The key catalogue (C(key_catalogue) in the inventory). Gives the validity period of keys whose dates the
+        token cannot return (SoftHSM does not return the dates of private objects).
+    type: list
+    elements: dict
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Compare city KCVs with the province's
+  tunion.keymgmt.keyblock_status:
+    url: "{{ openbao_addr }}"
+    ca_cert: "{{ openbao_ca_cert }}"
+    token_label: "{{ hsm_token_label }}"
+    user_pin: "{{ hsm_user_pin }}"
+    targets: "{{ distribution_targets }}"
+"""
+
+RETURN = r"""
+differences:
+  description: One entry per difference, with city, key (block name), province_kcv, city_kcv and problem.
+  type: list
+  elements: dict
+  returned: always
+  sample: [{"city": "zhuhai", "key": "load.v01", "province_kcv": "1A2B3C", "city_kcv": null,
+            "problem": "city never reported"}]
+matched:
+  description: Number of (city, key) pairs whose KCVs match.
+  type: int
+  returned: always
+cities_out_of_step:
+  description: Names of the cities with at least one difference.
+  type: list
+  elements: str
+  returned: always
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
+from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec, run
+from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
+
+
+def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+    p = module.params
+    targets = dist.parse_targets(p["targets"])
+    bao = connect(p)
+    opened.append(bao)
+    with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=False) as hsm:
+        dist.use_catalogue(hsm, p["catalogue"])
+        expected = dist.expected_kcvs(hsm, targets)
+    reported = {}
+    for target in targets:
+        record = bao.kv_read(dist.MOUNT, dist.city_path(target.city, "status"))
+        reported[target.city] = record["data"] if record else None
+    differences = dist.compare_status(expected, reported)
+    cities = sorted({d["city"] for d in differences})
+    total = sum(len(v) for v in expected.values())
+    result: dict[str, Any] = {
+        "changed": False,
+        "differences": differences,
+        "matched": total - sum(1 for d in differences if d["province_kcv"] is not None),
+        "cities_out_of_step": cities,
+    }
+    if differences and p["fail_on_difference"]:
+        result["failed"] = True
+        result["msg"] = (
+            f"{len(differences)} KCV difference(s) in {len(cities)} cit{'y' if len(cities) == 1 else 'ies'}: "
+            f"{', '.join(cities)} - see differences; re-run playbooks/distribute.yml once they are reachable"
+        )
+    return result
+
+
+def main() -> None:
+    spec = argument_spec(
+        hsm=True,
+        targets={
+            "type": "list",
+            "elements": "dict",
+            "required": True,
+            "options": {
+                "city": {"type": "str", "required": True},
+                "city_code": {"type": "str", "required": True},
+                "grants": {"type": "list", "elements": "raw", "default": []},
+                "kek_version": {"type": "int", "default": 1},
+            },
+        },
+        fail_on_difference={"type": "bool", "default": True},
+        catalogue={"type": "list", "elements": "dict"},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run(module, body)
+
+
+if __name__ == "__main__":
+    main()
