@@ -484,6 +484,13 @@ def root_token(cfg: LabConfig) -> str:
     return json.loads(cfg.path("openbao", "init.json").read_text())["root_token"]
 
 
+def bootstrap_province(cfg: LabConfig) -> str:
+    """The province's own policy and token, so that no playbook ever uses the root token."""
+    from tunion_lab.openbao_bootstrap import bootstrap
+
+    return bootstrap(cfg.lab_dir, cfg.openbao_url, str(cfg.path("ca", "ca.crt")), root_token(cfg))
+
+
 # --------------------------------------------------------------------------------------------------
 # pcscd with the lab's own vpcd readers
 
@@ -645,6 +652,7 @@ def cmd_up(cfg: LabConfig) -> None:
         ("directories and node users", lambda: up_users(cfg)),
         ("TLS lab CA", lambda: (ensure_tls(cfg), "ready")[1]),
         ("OpenBao", lambda: ensure_openbao(cfg)),
+        ("OpenBao province identity", lambda: bootstrap_province(cfg)),
         ("pcscd + vpcd readers", lambda: ensure_pcscd(cfg)),
         ("sshd for the nodes", lambda: ensure_sshd(cfg)),
     ]
