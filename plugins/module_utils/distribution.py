@@ -26,7 +26,7 @@ import datetime
 import hashlib
 import hmac
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -595,6 +595,83 @@ def expected_kcvs(hsm: HsmToken, targets: list[CityTarget]) -> dict[str, dict[st
     return expected
 
 
+def city_in_step(
+    bao: OpenBao, city: str, envelope: dict[str, Any], blocks: dict[str, tuple[str, dict[str, Any]]]
+) -> bool:
+    """True when the city's last report shows the current KEK and exactly the KCVs of the blocks it is granted."""
+    record = bao.kv_read(MOUNT, city_path(city, "status"))
+    if not record:
+        return False
+    status = record["data"]
+    kek = status.get("kek") or {}
+    if int(kek.get("version", -1)) != int(envelope["kek_version"]) or kek.get("kcv") != envelope["kek_kcv"]:
+        return False
+    reported = {name: str(item.get("kcv")) for name, item in (status.get("keys") or {}).items()}
+    return reported == {name: header["kcv"] for name, (_, header) in blocks.items()}
+
+
+def publish_for_cities(
+    bao: OpenBao,
+    targets: list[CityTarget],
+    *,
+    so_session: Callable[[], Any],
+    user_session: Callable[[], Any],
+    issuer: str,
+    catalogue: list[dict[str, Any]] | None,
+    check_mode: bool,
+) -> dict[str, Any]:
+    """The province's whole publishing pass: envelopes (SO session, only when one is missing or stale), then blocks."""
+    report: dict[str, dict[str, Any]] = {}
+    awaiting: list[str] = []
+    in_step: list[str] = []
+    envelopes: dict[str, dict[str, Any]] = {}
+    to_wrap: list[tuple[CityTarget, tuple[bytes, str]]] = []
+    for target in targets:
+        enrolment = read_enrolment(bao, target.city)
+        if enrolment is None:
+            awaiting.append(target.city)
+            continue
+        current = plan_envelope(bao, target, enrolment[1])
+        report[target.city] = {"kek_version": target.kek_version, "envelope": "unchanged", "blocks_written": []}
+        if current is None:
+            to_wrap.append((target, enrolment))
+            report[target.city]["envelope"] = "published"
+        else:
+            envelopes[target.city] = current
+    if to_wrap and not check_mode:
+        with so_session() as so_hsm:
+            for target, (der, fp) in to_wrap:
+                envelope = make_envelope(so_hsm, target, der, fp)
+                bao.kv_write(MOUNT, city_path(target.city, "kek"), envelope)
+                envelopes[target.city] = envelope
+    ready = [t for t in targets if t.city in envelopes]
+    if ready:
+        with user_session() as hsm:
+            use_catalogue(hsm, catalogue)
+            ops = HsmKeyOps(hsm)
+            index = province_key_index(hsm)
+            for target in ready:
+                envelope = envelopes[target.city]
+                blocks = build_city_blocks(
+                    hsm, ops=ops, index=index, target=target, kek_kcv=envelope["kek_kcv"], issuer=issuer
+                )
+                written = publish_blocks(bao, target.city, blocks, check_mode)
+                report[target.city]["blocks_written"] = written
+                fresh = not written and report[target.city]["envelope"] == "unchanged"
+                if fresh and city_in_step(bao, target.city, envelope, blocks):
+                    in_step.append(target.city)
+    for target, _ in to_wrap:
+        if target.city not in envelopes:  # check mode: every block would be made under the new KEK
+            report[target.city]["blocks_written"] = [block_name(g.key_type, g.version) for g in target.grants]
+    return {
+        "changed": any(r["envelope"] != "unchanged" or r["blocks_written"] for r in report.values()),
+        "cities": report,
+        "awaiting_enrolment": awaiting,
+        "in_step": in_step,
+        "to_install": [t.city for t in targets if t.city not in in_step],
+    }
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # city side: KEK and blocks
 
@@ -740,6 +817,32 @@ def install_verified(hsm: HsmToken, kek: Any, verified: list[VerifiedBlock]) -> 
         )
         done.append(item.label)
     return done
+
+
+def install_for_city(bao: OpenBao, hsm: HsmToken, city: str, code: str, *, check_mode: bool) -> dict[str, Any]:
+    """The city's whole pass: KEK, fetch, verify every block (all or nothing), install, report the KCVs."""
+    kek_changed, kek_info, kek = install_kek(hsm, bao, city, code, check_mode)
+    if kek is None or kek_info is None:
+        raise DistributionError(
+            f"city {city}: OpenBao holds no KEK envelope for it yet - enrol it (tunion.keymgmt.city_enrol), "
+            "then let the province publish (tunion.keymgmt.keyblock_publish)"
+        )
+    blocks = fetch_blocks(bao, city)
+    verified = verify_blocks(hsm, kek=kek, kek_info=kek_info, city=city, city_code=code, blocks=blocks)
+    if check_mode:
+        installed = [v.label for v in verified if not v.installed]
+    else:
+        installed = install_verified(hsm, kek, verified)
+    record = status_record(city, code, kek_info, verified)
+    reported = report_status(bao, city, record, check_mode)
+    return {
+        "changed": kek_changed or bool(installed) or reported,
+        "installed": installed,
+        "keys": record["keys"],
+        "kek": kek_info,
+        "kek_installed": kek_changed,
+        "status_reported": reported,
+    }
 
 
 def status_record(city: str, city_code: str, kek_info: dict[str, Any] | None, verified: list[VerifiedBlock]) -> dict:

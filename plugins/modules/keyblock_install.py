@@ -96,28 +96,9 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
     bao = connect(p)
     opened.append(bao)
     with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=not module.check_mode) as hsm:
-        kek_changed, kek_info, kek = dist.install_kek(hsm, bao, city, code, module.check_mode)
-        if kek is None or kek_info is None:
-            raise dist.DistributionError(
-                f"city {city}: OpenBao holds no KEK envelope for it yet - enrol it (tunion.keymgmt.city_enrol), "
-                "then let the province publish (tunion.keymgmt.keyblock_publish)"
-            )
-        blocks = dist.fetch_blocks(bao, city)
-        verified = dist.verify_blocks(hsm, kek=kek, kek_info=kek_info, city=city, city_code=code, blocks=blocks)
-        installed = [] if module.check_mode else dist.install_verified(hsm, kek, verified)
-        if module.check_mode:
-            installed = [v.label for v in verified if not v.installed]
-    record = dist.status_record(city, code, kek_info, verified)
-    reported = dist.report_status(bao, city, record, module.check_mode)
-    changed = kek_changed or bool(installed) or reported
-    result: dict[str, Any] = {
-        "changed": changed,
-        "installed": installed,
-        "keys": record["keys"],
-        "kek": kek_info,
-        "kek_installed": kek_changed,
-        "status_reported": reported,
-    }
+        result = dist.install_for_city(bao, hsm, city, code, check_mode=module.check_mode)
+    changed, kek_info, installed = result["changed"], result["kek"], result["installed"]
+    kek_changed = result["kek_installed"]
     if module._diff and changed:
         lines = ([f"KEK v{kek_info['version']} ({kek_info['kcv']})\n"] if kek_changed else []) + [
             f"{label}\n" for label in installed

@@ -92,6 +92,18 @@ awaiting_enrolment:
   type: list
   elements: str
   returned: always
+in_step:
+  description:
+    - Cities whose last status report shows the current KEK and exactly the KCVs of every block now published for
+      them, so their installation pass has nothing to do (playbooks/distribute.yml skips them unless asked to verify).
+  type: list
+  elements: str
+  returned: always
+to_install:
+  description: Every other city - enrolling, newly granted, rotated, or never reported.
+  type: list
+  elements: str
+  returned: always
 """
 
 from typing import Any
@@ -108,52 +120,28 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
     targets = dist.parse_targets(p["targets"])
     bao = connect(p)
     opened.append(bao)
-    report: dict[str, dict[str, Any]] = {}
-    awaiting, envelopes, to_wrap = [], {}, []
-    for target in targets:
-        enrolment = dist.read_enrolment(bao, target.city)
-        if enrolment is None:
-            awaiting.append(target.city)
-            continue
-        current = dist.plan_envelope(bao, target, enrolment[1])
-        report[target.city] = {"kek_version": target.kek_version, "envelope": "unchanged", "blocks_written": []}
-        if current is None:
-            to_wrap.append((target, enrolment))
-            report[target.city]["envelope"] = "published"
-        else:
-            envelopes[target.city] = current
-    if to_wrap and not module.check_mode:
+
+    def so_session() -> Any:
         if not p["so_pin"]:
             raise dist.DistributionError(
-                f"cities {', '.join(t.city for t, _ in to_wrap)} need a KEK envelope: creating or re-wrapping a "
-                "trusted KEK needs so_pin"
+                "a city needs a KEK envelope: creating or re-wrapping a trusted KEK needs so_pin"
             )
-        with hsm_session(p["pkcs11_library"], p["token_label"], None, so_pin=p["so_pin"]) as so_hsm:
-            for target, (der, fp) in to_wrap:
-                envelope = dist.make_envelope(so_hsm, target, der, fp)
-                bao.kv_write(dist.MOUNT, dist.city_path(target.city, "kek"), envelope)
-                envelopes[target.city] = envelope
-    ready = [t for t in targets if t.city in envelopes]
-    if ready:
-        with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=False) as hsm:
-            dist.use_catalogue(hsm, p["catalogue"])
-            ops = dist.HsmKeyOps(hsm)
-            index = dist.province_key_index(hsm)
-            for target in ready:
-                blocks = dist.build_city_blocks(
-                    hsm,
-                    ops=ops,
-                    index=index,
-                    target=target,
-                    kek_kcv=envelopes[target.city]["kek_kcv"],
-                    issuer=p["issuer"],
-                )
-                report[target.city]["blocks_written"] = dist.publish_blocks(bao, target.city, blocks, module.check_mode)
-    for target, _ in to_wrap:
-        if target.city not in envelopes:  # check mode: the blocks would all be made under the new KEK
-            report[target.city]["blocks_written"] = [dist.block_name(g.key_type, g.version) for g in target.grants]
-    changed = any(r["envelope"] != "unchanged" or r["blocks_written"] for r in report.values())
-    result: dict[str, Any] = {"changed": changed, "cities": report, "awaiting_enrolment": awaiting}
+        return hsm_session(p["pkcs11_library"], p["token_label"], None, so_pin=p["so_pin"])
+
+    def user_session() -> Any:
+        return hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=False)
+
+    result = dist.publish_for_cities(
+        bao,
+        targets,
+        so_session=so_session,
+        user_session=user_session,
+        issuer=p["issuer"],
+        catalogue=p["catalogue"],
+        check_mode=module.check_mode,
+    )
+    report = result["cities"]
+    changed = result["changed"]
     if module._diff and changed:
         lines = [
             f"{city}: KEK v{r['kek_version']} envelope {r['envelope']}; blocks {', '.join(r['blocks_written'])}\n"
