@@ -422,7 +422,7 @@ def _count_objects(token: Any, user_pin: str | None) -> int:
     session = _open(token, False, user_pin, None)
     try:
         with _p11("counting objects"):
-            return sum(1 for _ in session.get_objects())
+            return sum(1 for _obj in session.get_objects())
     finally:
         session.close()
 

@@ -20,7 +20,7 @@ def pkcs11_argument_spec() -> dict[str, Any]:
             "type": "path",
             "default": os.environ.get("PKCS11_LIBRARY", "/usr/lib/softhsm/libsofthsm2.so"),
         },
-        "token_label": {"type": "str", "required": True},
+        "token_label": {"type": "str", "required": True, "no_log": False},
         "user_pin": {"type": "str", "no_log": True},
         "so_pin": {"type": "str", "no_log": True},
     }

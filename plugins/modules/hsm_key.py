@@ -20,15 +20,14 @@ description:
   - With O(diversify_for), also derives the key's per-city keys inside the HSM by PBOC diversification
     C(DK = 3DES(MK, D) || 3DES(MK, ~D)) with CKM_DES3_ECB_ENCRYPT_DATA, D being the city code.
   - Returns KCVs, never values. 3DES KCV is the first 3 bytes of ECB over 8 zero bytes; for AES the method is the
-    catalogue's O(kcv_method) (V(ecb) or V(cmac), over 16 zero bytes).
+    catalogue's C(kcv_method) (V(ecb) or V(cmac), over 16 zero bytes).
   - A key that exists is left alone (C(changed=false)); if its KCV differs from the expected one the module fails
     rather than replace it.
-author: tunion-keyops contributors
+author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
+  - tunion.keymgmt.attributes
   - tunion.keymgmt.pkcs11
 options:
-  user_pin:
-    required: true
   catalogue:
     description: The key catalogue (validated before the token is touched).
     type: list
@@ -66,7 +65,6 @@ options:
         description: The component in hex (16 bytes for 3DES-2KEY and AES-128, 32 for AES-256).
         type: str
         required: true
-        no_log: true
       kcv:
         description: KCV of this component (hex), as printed on the custodian's form.
         type: str

@@ -13,8 +13,9 @@ description:
     scheme), algorithm, KCV, validity and attributes. Key values are never read.
   - The KCV is computed inside the HSM (docs/hsm.md). AES keys use O(kcv_method), or the catalogue's method when
     O(catalogue) is given.
-author: tunion-keyops contributors
+author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
+  - tunion.keymgmt.attributes
   - tunion.keymgmt.pkcs11
 options:
   user_pin:
@@ -65,16 +66,16 @@ keys:
   contains:
     label: {description: CKA_LABEL., type: str}
     id: {description: CKA_ID in hex., type: str}
-    key_class: {description: consumption, recharge or internal (from the label scheme)., type: str}
+    key_class: {description: 'consumption, recharge or internal (from the label scheme).', type: str}
     type: {description: Key type name (from the label scheme)., type: str}
     version: {description: Key version (one byte)., type: int}
-    holder: {description: province, city-<code> or sam-<serial>., type: str}
-    algorithm: {description: 3DES-2KEY, AES-128, AES-256, RSA ..., type: str}
+    holder: {description: 'province, city-<code> or sam-<serial>.', type: str}
+    algorithm: {description: '3DES-2KEY, AES-128, AES-256 or RSA-<bits>.', type: str}
     kcv: {description: Key check value in upper-case hex (3 bytes)., type: str}
-    kcv_method: {description: ecb or cmac., type: str}
+    kcv_method: {description: 'ecb or cmac.', type: str}
     not_before: {description: Start of validity (ISO date)., type: str}
     not_after: {description: End of validity (ISO date)., type: str}
-    attributes: {description: Boolean PKCS#11 attributes (sensitive, extractable, derive ...)., type: dict}
+    attributes: {description: 'Boolean PKCS#11 attributes: sensitive, extractable, derive and the others.', type: dict}
 count:
   description: Number of objects listed.
   returned: success

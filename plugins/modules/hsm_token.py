@@ -15,8 +15,9 @@ description:
     its final try or a locked PIN.
   - Never re-initialises a token that exists unless O(force=true); a forced run reports how many objects it
     destroys (and, in check mode, how many it would destroy).
-author: tunion-keyops contributors
+author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
+  - tunion.keymgmt.attributes
   - tunion.keymgmt.pkcs11
 options:
   user_pin:

@@ -15,7 +15,9 @@ description:
     consumption keys only."
   - Duplicate key type/version pairs, unknown algorithms, validity periods that end before they start, consumption
     keys not from the Ministry and recharge keys not from the province (第九条) are refused.
-author: tunion-keyops contributors
+author: tunion-keyops engineers (@tunion-keyops)
+extends_documentation_fragment:
+  - tunion.keymgmt.attributes
 options:
   catalogue:
     description: The key catalogue, a list of key types (see docs/hsm.md for the fields).
