@@ -15,8 +15,9 @@ description:
     RSA-OAEP (M(tunion.keymgmt.keyblock_publish)); M(tunion.keymgmt.keyblock_install) unwraps it into this token.
   - Nothing changes when the pair exists and OpenBao already holds the same public key.
 version_added: 0.1.0
-author: tunion-keyops
+author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
+  - tunion.keymgmt.attributes
   - tunion.keymgmt.openbao
   - tunion.keymgmt.pkcs11
 options:

@@ -20,8 +20,9 @@ description:
     under it.
   - Cities that have not enrolled yet are listed in RV(awaiting_enrolment) and skipped.
 version_added: 0.1.0
-author: tunion-keyops
+author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
+  - tunion.keymgmt.attributes
   - tunion.keymgmt.openbao
   - tunion.keymgmt.pkcs11
 options:

@@ -13,8 +13,9 @@ description:
     granted.
   - Read-only - never changes anything.
 version_added: 0.1.0
-author: tunion-keyops
+author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
+  - tunion.keymgmt.attributes
   - tunion.keymgmt.openbao
   - tunion.keymgmt.pkcs11
 options:

@@ -14,8 +14,9 @@ description:
   - The AppRole issues single-use, short-lived secret_ids and short-lived tokens carrying only the city policy.
   - Runs at the province, with the province's own token (never the root token).
 version_added: 0.1.0
-author: tunion-keyops
+author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
+  - tunion.keymgmt.attributes
   - tunion.keymgmt.openbao
 options:
   cities:
@@ -113,9 +114,9 @@ def main() -> None:
         cities={"type": "list", "elements": "str", "required": True},
         mount={"type": "str", "default": dist.MOUNT},
         max_versions={"type": "int", "default": 0},
-        secret_id_ttl={"type": "str", "default": "10m"},
-        token_ttl={"type": "str", "default": "10m"},
-        token_max_ttl={"type": "str", "default": "15m"},
+        secret_id_ttl={"type": "str", "no_log": False, "default": "10m"},
+        token_ttl={"type": "str", "no_log": False, "default": "10m"},
+        token_max_ttl={"type": "str", "no_log": False, "default": "15m"},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     run(module, body)

@@ -14,8 +14,9 @@ description:
   - Issuing a login credential is not a change of managed state (like a login), so the module reports
     C(changed=false). Run the task with C(no_log=true) - its result holds the credentials.
 version_added: 0.1.0
-author: tunion-keyops
+author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
+  - tunion.keymgmt.attributes
   - tunion.keymgmt.openbao
 options:
   cities:

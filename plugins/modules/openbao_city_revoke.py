@@ -1,0 +1,238 @@
+#!/usr/bin/python
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: openbao_city_revoke
+short_description: Enforce the status of city operators in OpenBao (revoke, suspend, reinstate)
+description:
+  - Reads the desired status of city operators, holders, SAMs and key versions (O(status), the inventory's
+    C(tunion_status)) together with the statuses recorded in OpenBao, and brings OpenBao in line for every city
+    (粤交〔2019〕11号 第十七条).
+  - C(revoked) - the city's policy is removed (its tokens are denied from that moment), every secret_id of its
+    AppRole is destroyed, the AppRole is deleted, every token it holds is revoked through its accessor, every entry
+    under C(cities/<city>/) (key blocks, KEK envelope, enrolment, status) is destroyed with all its versions and
+    metadata, and the KEK's status entry C(province/kek-status/<city>) is marked revoked.
+  - C(suspended) - the same access cut, but the key blocks and records are kept, so C(active) restores access
+    (policy and AppRole recreated) without reissuing any key.
+  - C(active) after C(suspended) or C(revoked) - policy and AppRole are recreated. A revoked city's material is gone;
+    it must enrol again (C(playbooks/distribute.yml)).
+  - The resulting status of every city, holder, SAM and key version is recorded under C(province/status/...) with
+    every version kept, and returned for the later plays (city HSMs, SAM blacklist, report).
+  - O(request) is the emergency form (C(playbooks/revoke.yml)) - one named holder, recorded with source
+    C(emergency); it stays in force until the inventory has an entry for that name dated on or after it.
+  - A request or status naming an unknown holder, or the province itself, is refused before anything changes.
+version_added: 0.1.0
+author: tunion-keyops
+extends_documentation_fragment:
+  - tunion.keymgmt.openbao
+options:
+  cities:
+    description: Every city of the inventory, name to six-digit city code.
+    type: dict
+    required: true
+  status:
+    description:
+      - Desired statuses, C(tunion_status) of the inventory - sections C(cities), C(holders), C(sams),
+        C(key_versions); each entry a status word or C({status, reason, date}). See docs/revocation.md.
+    type: dict
+    default: {}
+  request:
+    description:
+      - Emergency form - C({name, status, reason, date}) for one holder (a city, a registry holder, a SAM serial).
+      - O(request.status) defaults to V(revoked) and O(request.date) to today.
+    type: dict
+  sam_registry:
+    description: Path of the SAM registry CSV (desired assignments); names its holders and SAMs.
+    type: path
+  catalogue:
+    description: The key catalogue; names the key versions a status may refer to.
+    type: list
+    elements: dict
+  mount:
+    description: KV version 2 mount of key blocks and province records.
+    type: str
+    default: tunion-kb
+  secret_id_ttl:
+    description: Secret_id life for a reinstated city's AppRole (as M(tunion.keymgmt.openbao_city_access)).
+    type: str
+    default: 10m
+  token_ttl:
+    description: Token life for a reinstated city's AppRole.
+    type: str
+    default: 10m
+  token_max_ttl:
+    description: Longest token life for a reinstated city's AppRole.
+    type: str
+    default: 15m
+attributes:
+  check_mode:
+    support: full
+    details: Reports every action it would take (policy, secret_ids, AppRole, tokens, entries) and changes nothing.
+  diff_mode:
+    support: full
+notes:
+  - Runs at the province with the province's own token (policy C(province-admin)); never with the root token.
+"""
+
+EXAMPLES = r"""
+- name: Enforce the inventory's statuses in OpenBao
+  tunion.keymgmt.openbao_city_revoke:
+    url: "{{ openbao_addr }}"
+    ca_cert: "{{ openbao_ca_cert }}"
+    cities: "{{ dict(groups['cities'] | zip(groups['cities'] | map('extract', hostvars, 'city_code'))) }}"
+    status: "{{ tunion_status }}"
+    sam_registry: "{{ status_sam_registry }}"
+
+- name: Emergency revocation of one city
+  tunion.keymgmt.openbao_city_revoke:
+    url: "{{ openbao_addr }}"
+    ca_cert: "{{ openbao_ca_cert }}"
+    cities: "{{ status_cities }}"
+    request: {name: shantou, reason: "keys passed to an unauthorised party", status: revoked}
+"""
+
+RETURN = r"""
+statuses:
+  description: Status in force after this run, per kind and name (every city is listed).
+  type: dict
+  returned: always
+  sample: {"cities": {"shantou": {"status": "revoked", "reason": "...", "date": "2026-11-24", "source": "inventory"}}}
+cities:
+  description: Per city that needed something, the actions taken (or that would be taken in check mode).
+  type: dict
+  returned: always
+  sample: {"shantou": {"status": "revoked", "changed": true, "actions": ["policy city-shantou removed"]}}
+revoked:
+  description: Cities whose status is revoked (their nodes must destroy their keys).
+  type: list
+  elements: str
+  returned: always
+suspended:
+  description: Cities whose status is suspended.
+  type: list
+  elements: str
+  returned: always
+active:
+  description: Cities whose status is active.
+  type: list
+  elements: str
+  returned: always
+request:
+  description: The emergency request as resolved (kind, name, status).
+  type: dict
+  returned: when O(request) is given
+failures:
+  description: Cities whose OpenBao side could not be enforced, with the reason.
+  type: dict
+  returned: always
+"""
+
+import datetime as _dt
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
+from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation as rv
+from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, OpenBaoError, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module import load_registry, run, universe
+
+
+def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+    p = module.params
+    world = universe(p["cities"], load_registry(p["sam_registry"]), p["catalogue"])
+    request = None
+    if p["request"] is not None:  # checked before connecting: a bad request changes nothing
+        req = dict(p["request"])
+        kind = rv.resolve_request(str(req.get("name", "")), world, req.get("kind"))
+        name = str(req["name"]).strip()
+        name = name.upper() if kind == "sams" else name
+        req.setdefault("date", _dt.date.today().isoformat())
+        req.setdefault("status", "revoked")
+        request = (kind, name, rv.parse_status(kind, name, {**req, "source": "emergency"}, "emergency"))
+    rv.desired_statuses(p["status"], world)  # refuse a bad inventory before touching OpenBao
+    settings = dist.AccessSettings(
+        mount=p["mount"],
+        approle_mount=p["approle_mount"],
+        secret_id_ttl=p["secret_id_ttl"],
+        token_ttl=p["token_ttl"],
+        token_max_ttl=p["token_max_ttl"],
+    )
+    bao = connect(p)
+    opened.append(bao)
+    recorded = rv.read_recorded(bao, settings.mount)
+    desired = rv.desired_statuses(p["status"], world, recorded)
+    if request is not None:
+        kind, name, status = request
+        desired[kind][name] = status
+    results: dict[str, Any] = {}
+    failures: dict[str, str] = {}
+    # Cities that need action first (the quickest denial), then the recorded statuses of the other kinds.
+    for city in sorted(world.cities, key=lambda c: rv.city_status(desired, c).status == "active"):
+        status = rv.city_status(desired, city)
+        try:
+            outcome = rv.converge_city(
+                bao,
+                city,
+                status,
+                settings=settings,
+                recorded=recorded.get(f"cities:{city}"),
+                check_mode=module.check_mode,
+            )
+        except OpenBaoError as exc:
+            failures[city] = str(exc)
+            continue
+        if outcome["changed"]:
+            results[city] = outcome
+    other: list[str] = []
+    for kind in ("holders", "sams", "key_versions"):
+        names = set(desired[kind]) | {k.split(":", 1)[1] for k in recorded if k.startswith(f"{kind}:")}
+        for name in sorted(names):
+            status = desired[kind].get(name, rv.Status())
+            if rv.status_differs(recorded.get(f"{kind}:{name}"), status):
+                other.append(f"{kind[:-1]} {name}: {status.status}")
+                if not module.check_mode:
+                    rv.record_status(bao, kind, name, status, settings.mount)
+    statuses = {kind: {name: s.as_dict() for name, s in sorted(desired[kind].items())} for kind in rv.KINDS}
+    statuses["cities"] = {c: rv.city_status(desired, c).as_dict() for c in sorted(world.cities)}
+    by = {s: [c for c in sorted(world.cities) if statuses["cities"][c]["status"] == s] for s in rv.STATUSES}
+    result: dict[str, Any] = {
+        "changed": bool(results) or bool(other),
+        "statuses": statuses,
+        "cities": results,
+        "other_changes": other,
+        "revoked": by["revoked"],
+        "suspended": by["suspended"],
+        "active": by["active"],
+        "failures": failures,
+    }
+    if request is not None:
+        result["request"] = {"kind": request[0], "name": request[1], **request[2].as_dict()}
+    if module._diff:
+        before = "".join(f"{c}: {recorded.get(f'cities:{c}', {}).get('status', 'active')}\n" for c in sorted(results))
+        after = "".join(f"{c}: {r['status']} ({'; '.join(r['actions'])})\n" for c, r in sorted(results.items()))
+        result["diff"] = {"before": before, "after": after + "".join(f"{o}\n" for o in other)}
+    return result
+
+
+def main() -> None:
+    spec = argument_spec(
+        hsm=False,
+        cities={"type": "dict", "required": True},
+        status={"type": "dict", "default": {}},
+        request={"type": "dict"},
+        sam_registry={"type": "path"},
+        catalogue={"type": "list", "elements": "dict"},
+        mount={"type": "str", "default": dist.MOUNT},
+        secret_id_ttl={"type": "str", "default": "10m"},
+        token_ttl={"type": "str", "default": "10m"},
+        token_max_ttl={"type": "str", "default": "15m"},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run(module, body, hvac=True)
+
+
+if __name__ == "__main__":
+    main()
