@@ -1,0 +1,112 @@
+#!/usr/bin/python
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: city_hsm_revoke
+short_description: Destroy the keys a revoked city holds in an HSM, and say what was destroyed
+description:
+  - Destroys every object in the token whose label names the holder C(city-<city code>) - the keys it was granted,
+    its KEKs (every version) and its RSA transport pair (粤交〔2019〕11号 第十七条, the keys are taken back).
+  - On the city node it runs as the city's own unix user with the user PIN. At the province it removes the
+    province's copies of that city's KEK and public key (O(key_types)=[kek, transport_rsa], with the SO PIN -
+    the province's KEKs are trusted objects, which only the security officer handles).
+  - Returns the label, object class and KCV (computed in the HSM before destruction) of each object destroyed;
+    never a value. A second run finds nothing and changes nothing.
+version_added: 0.1.0
+author: tunion-keyops
+extends_documentation_fragment:
+  - tunion.keymgmt.pkcs11
+options:
+  city_codes:
+    description: Six-digit codes of the revoked cities whose objects are destroyed.
+    type: list
+    elements: str
+    required: true
+  key_types:
+    description: Only objects of these key types (for example V(kek), V(transport_rsa)); empty means all.
+    type: list
+    elements: str
+    default: []
+attributes:
+  check_mode:
+    support: full
+    details: Lists what would be destroyed, destroys nothing.
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Destroy a revoked city's keys on its own node
+  tunion.keymgmt.city_hsm_revoke:
+    token_label: "{{ hsm_token_label }}"
+    user_pin: "{{ hsm_user_pin }}"
+    city_codes: ["{{ city_code }}"]
+
+- name: Destroy the province's copies of the revoked cities' KEKs and public keys
+  tunion.keymgmt.city_hsm_revoke:
+    token_label: tunion-province
+    so_pin: "{{ hsm_so_pin }}"
+    city_codes: ["440500"]
+    key_types: [kek, transport_rsa]
+"""
+
+RETURN = r"""
+destroyed:
+  description: What was (or in check mode would be) destroyed - label, object class, KCV of secret keys.
+  type: list
+  elements: dict
+  returned: always
+  sample: [{"label": "recharge.load.v01.city-440500", "object_class": "secret_key", "kcv": "8CA64D"}]
+token:
+  description: Label of the token worked on.
+  type: str
+  returned: always
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation as rv
+from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import HsmError, hsm_session
+from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm_module import pkcs11_argument_spec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module import run
+
+
+def body(module: AnsibleModule, opened: list[Any]) -> dict[str, Any]:
+    del opened
+    p = module.params
+    codes = [str(c) for c in p["city_codes"]]
+    for code in codes:
+        if not (len(code) == 6 and code.isdigit()):
+            raise rv.RevocationError(f"city code {code!r} is not six digits; nothing was destroyed")
+    if not p["user_pin"] and not p["so_pin"]:
+        raise HsmError("give user_pin (city node) or so_pin (the province's trusted KEK copies)")
+    pin = {"so_pin": p["so_pin"]} if p["so_pin"] else {}
+    destroyed: list[dict[str, str]] = []
+    with hsm_session(
+        p["pkcs11_library"], p["token_label"], None if p["so_pin"] else p["user_pin"], rw=True, **pin
+    ) as hsm:
+        for code in codes:
+            destroyed += rv.destroy_holder_objects(
+                hsm, f"city-{code}", key_types=p["key_types"], check_mode=module.check_mode
+            )
+    result: dict[str, Any] = {"changed": bool(destroyed), "destroyed": destroyed, "token": p["token_label"]}
+    if module._diff and destroyed:
+        result["diff"] = {"before": "".join(f"{d['label']}\n" for d in destroyed), "after": ""}
+    return result
+
+
+def main() -> None:
+    spec = pkcs11_argument_spec()
+    spec.update(
+        city_codes={"type": "list", "elements": "str", "required": True},
+        key_types={"type": "list", "elements": "str", "default": []},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run(module, body, hvac=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+#!/usr/bin/python
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: enforcement_report
+short_description: Write the enforcement report of a status change - every node, OpenBao, every SAM group
+description:
+  - Collects what the enforcement plays did (OpenBao, the province HSM, each city node, the SAM station, the SAM
+    blacklist) and lists every part as C(enforced) (with the time), C(unreachable), or C(failed) (with the reason).
+  - Keeps the pending parts durably in OpenBao (C(province/enforcement/state), versions kept), so the next run
+    enforces them and its report says so (C(enforced ... (was unreachable since ...))).
+  - Writes C(enforcement-<time>.json) and C(enforcement-<time>.txt), plus C(latest.json) and C(latest.txt), under
+    O(report_dir) on the province host, whenever the run changed something or a part is (or was) pending.
+version_added: 0.1.0
+author: tunion-keyops
+extends_documentation_fragment:
+  - tunion.keymgmt.openbao
+options:
+  trigger:
+    description: What started the run (for example C(enforce_status.yml) or C(revoke.yml shantou)).
+    type: str
+    default: enforce_status.yml
+  started_at:
+    description: When the run started (ISO 8601, UTC).
+    type: str
+  openbao_result:
+    description: Registered result of M(tunion.keymgmt.openbao_city_revoke).
+    type: dict
+    required: true
+  province_result:
+    description: Registered result of M(tunion.keymgmt.city_hsm_revoke) at the province (its copies of city KEKs).
+    type: dict
+    default: {}
+  blacklist_result:
+    description: Registered result of M(tunion.keymgmt.sam_blacklist_publish).
+    type: dict
+    default: {}
+  city_revoke:
+    description:
+      - Per city node, the registered result of M(tunion.keymgmt.city_hsm_revoke) (absent, skipped, unreachable and
+        failed results are all understood).
+    type: dict
+    default: {}
+  city_blacklist:
+    description: Per city node, the registered result of M(tunion.keymgmt.sam_blacklist_install).
+    type: dict
+    default: {}
+  stations:
+    description: Per SAM station, the registered result of its blacklist installation.
+    type: dict
+    default: {}
+  rotation:
+    description: Rotation summary to include (new versions, SAMs to reload).
+    type: dict
+    default: {}
+  report_dir:
+    description: Directory for the report files (on the province host).
+    type: path
+    default: ~/reports
+  mount:
+    description: KV version 2 mount of the province records.
+    type: str
+    default: tunion-kb
+  always_write:
+    description: Write a report even when nothing changed and nothing is pending.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    details: Builds the report and returns it; writes no file and no state.
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Enforcement report
+  tunion.keymgmt.enforcement_report:
+    url: "{{ openbao_addr }}"
+    ca_cert: "{{ openbao_ca_cert }}"
+    openbao_result: "{{ status_openbao }}"
+    blacklist_result: "{{ status_blacklist }}"
+    city_revoke: "{{ dict(groups['cities'] | zip(groups['cities'] | map('extract', hostvars)
+                   | map(attribute='status_city_revoke', default={}))) }}"
+    report_dir: "{{ status_report_dir }}"
+"""
+
+RETURN = r"""
+written:
+  description: Paths of the JSON and text reports written (empty when none was needed).
+  type: dict
+  returned: always
+  sample: {"json": "/home/p/reports/enforcement-20261124T101500Z.json", "text": ".../enforcement-...txt"}
+complete:
+  description: True when every part is enforced.
+  type: bool
+  returned: always
+summary:
+  description: Number of parts per outcome.
+  type: dict
+  returned: always
+  sample: {"enforced": 26, "unreachable": 1, "failed": 0}
+pending:
+  description: Parts not enforced yet, with their outcome and reason.
+  type: list
+  elements: dict
+  returned: always
+report:
+  description: The whole report (as written to the JSON file).
+  type: dict
+  returned: always
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils import enforcement_report as er
+from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module import run
+
+
+def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+    p = module.params
+    at = er.now()
+    statuses = p["openbao_result"].get("statuses") or {}
+    entries = er.collect(
+        openbao_result=p["openbao_result"],
+        province_result=p["province_result"],
+        blacklist_result=p["blacklist_result"],
+        nodes={
+            host: {"revoke": p["city_revoke"].get(host), "blacklist": p["city_blacklist"].get(host)}
+            for host in sorted(set(p["city_revoke"]) | set(p["city_blacklist"]))
+        },
+        stations=p["stations"],
+        city_statuses=statuses.get("cities") or {},
+    )
+    bao = connect(p)
+    opened.append(bao)
+    previous = er.read_state(bao, p["mount"])
+    stamped, state = er.merge(previous, entries, at)
+    report = er.build_report(
+        stamped,
+        started_at=p["started_at"] or at,
+        finished_at=at,
+        statuses=statuses,
+        trigger=p["trigger"],
+        blacklist={
+            "version": p["blacklist_result"].get("version"),
+            "entries": p["blacklist_result"].get("entries", 0),
+        }
+        if p["blacklist_result"].get("version")
+        else None,
+        rotation=p["rotation"],
+    )
+    pending_before = any(v.get("state") != "enforced" for v in ((previous or {}).get("parts") or {}).values())
+    anything = (
+        any(e.get("changed") for e in entries)
+        or p["openbao_result"].get("changed")
+        or p["blacklist_result"].get("changed")
+        or not report["complete"]
+        or pending_before
+        or p["always_write"]
+    )
+    written: dict[str, str] = {}
+    if anything and not module.check_mode:
+        er.write_state(bao, p["mount"], state)
+        written = er.write_report(report, p["report_dir"])
+    return {
+        "changed": bool(written),
+        "written": written,
+        "complete": report["complete"],
+        "summary": report["summary"],
+        "pending": [
+            {k: e.get(k) for k in ("target", "state", "reason", "since")}
+            for e in report["entries"]
+            if e["state"] != "enforced"
+        ],
+        "report": report,
+    }
+
+
+def main() -> None:
+    spec = argument_spec(
+        hsm=False,
+        trigger={"type": "str", "default": "enforce_status.yml"},
+        started_at={"type": "str"},
+        openbao_result={"type": "dict", "required": True},
+        province_result={"type": "dict", "default": {}},
+        blacklist_result={"type": "dict", "default": {}},
+        city_revoke={"type": "dict", "default": {}},
+        city_blacklist={"type": "dict", "default": {}},
+        stations={"type": "dict", "default": {}},
+        rotation={"type": "dict", "default": {}},
+        report_dir={"type": "path", "default": "~/reports"},
+        mount={"type": "str", "default": "tunion-kb"},
+        always_write={"type": "bool", "default": False},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run(module, body, hvac=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+#!/usr/bin/python
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: sam_blacklist_install
+short_description: Verify the SAM blacklist in this node's HSM and put it where terminals pick it up
+description:
+  - Checks the list's MAC inside this node's HSM - a city node under the key derived from its own KEK, a province
+    host (O(city_code) omitted) under the province's blacklist MAC key - then writes it to O(path), atomically.
+  - Refuses a list that fails its MAC, carries no MAC for this city, or is older than the version already held.
+  - Returns the version the node now holds - its confirmation for the enforcement report.
+version_added: 0.1.0
+author: tunion-keyops
+extends_documentation_fragment:
+  - tunion.keymgmt.pkcs11
+options:
+  blacklist:
+    description: The document from M(tunion.keymgmt.sam_blacklist_publish).
+    type: dict
+    required: true
+  city_code:
+    description: This city's code; omit on a province host (the SAM station).
+    type: str
+  path:
+    description: Where the verified list is kept for the terminals.
+    type: path
+    default: ~/sam-blacklist/current.json
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Install the SAM blacklist on a city node
+  tunion.keymgmt.sam_blacklist_install:
+    token_label: "{{ hsm_token_label }}"
+    user_pin: "{{ hsm_user_pin }}"
+    city_code: "{{ city_code }}"
+    blacklist: "{{ hostvars[groups['province'][0]].status_blacklist.blacklist }}"
+"""
+
+RETURN = r"""
+version:
+  description: The blacklist version this node holds after the run (its confirmation).
+  type: int
+  returned: always
+previous_version:
+  description: The version it held before (0 - none).
+  type: int
+  returned: always
+path:
+  description: Where the list is.
+  type: str
+  returned: always
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils import blacklist as bl
+from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
+from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm_module import pkcs11_argument_spec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module import run
+
+
+def body(module: AnsibleModule, opened: list[Any]) -> dict[str, Any]:
+    del opened
+    p = module.params
+    doc = p["blacklist"]
+    before = bl.held(p["path"])
+    with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=False) as hsm:
+        try:
+            bl.verify(hsm, doc, city_code=p["city_code"])
+        except bl.BlacklistError as exc:
+            module.fail_json(msg=str(exc))
+    try:
+        changed = bl.install(p["path"], doc, check_mode=module.check_mode)
+    except bl.BlacklistError as exc:
+        module.fail_json(msg=str(exc))
+    prev = int((before or {}).get("version", 0))
+    result: dict[str, Any] = {
+        "changed": changed,
+        "version": int(doc["version"]),
+        "previous_version": prev,
+        "path": p["path"],
+    }
+    if module._diff and changed:
+        result["diff"] = {"before": f"blacklist v{prev}\n", "after": f"blacklist v{doc['version']}\n"}
+    return result
+
+
+def main() -> None:
+    spec = pkcs11_argument_spec()
+    spec.update(
+        blacklist={"type": "dict", "required": True},
+        city_code={"type": "str"},
+        path={"type": "path", "default": "~/sam-blacklist/current.json"},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run(module, body, hvac=False)
+
+
+if __name__ == "__main__":
+    main()

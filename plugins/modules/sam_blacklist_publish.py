@@ -1,0 +1,138 @@
+#!/usr/bin/python
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: sam_blacklist_publish
+short_description: Build the versioned SAM blacklist and authenticate it with MACs computed in the province HSM
+description:
+  - Lists every SAM that is revoked or suspended - by its own status (SAM registry or O(statuses)), or through its
+    city operator or holder (粤交〔2019〕11号 第十七条). The format is in docs/blacklist.md.
+  - The version goes up only when the list changes. The document is stored in OpenBao at C(province/blacklist)
+    (every version kept) and returned, for M(tunion.keymgmt.sam_blacklist_install) to put on every active node.
+  - MACs are computed inside the province HSM - one under the province's blacklist MAC key (created on first use,
+    AES-256, never extractable), one per active city under a key derived from that city's KEK.
+version_added: 0.1.0
+author: tunion-keyops
+extends_documentation_fragment:
+  - tunion.keymgmt.openbao
+  - tunion.keymgmt.pkcs11
+options:
+  cities:
+    description: Every city of the inventory, name to city code.
+    type: dict
+    required: true
+  statuses:
+    description: Status in force per kind and name (RV(tunion.keymgmt.openbao_city_revoke#module:statuses)).
+    type: dict
+    required: true
+  sam_registry:
+    description: Path of the SAM registry CSV on the province host. Missing file - only O(statuses) SAMs are listed.
+    type: path
+  issuer:
+    description: Issuer named in the list.
+    type: str
+    default: GD-TUNION-PROVINCE
+  mount:
+    description: KV version 2 mount of the province records.
+    type: str
+    default: tunion-kb
+attributes:
+  check_mode:
+    support: full
+    details: Computes the list and its MACs with a transient key when the MAC key does not exist yet; stores nothing.
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Publish the SAM blacklist
+  tunion.keymgmt.sam_blacklist_publish:
+    url: "{{ openbao_addr }}"
+    ca_cert: "{{ openbao_ca_cert }}"
+    token_label: "{{ hsm_token_label }}"
+    user_pin: "{{ hsm_user_pin }}"
+    cities: "{{ status_cities }}"
+    statuses: "{{ status_openbao.statuses }}"
+    sam_registry: "{{ status_sam_registry }}"
+"""
+
+RETURN = r"""
+blacklist:
+  description: The authenticated document (serials, statuses, MACs; nothing secret).
+  type: dict
+  returned: always
+version:
+  description: Version of the list.
+  type: int
+  returned: always
+entries:
+  description: Number of SAMs listed.
+  type: int
+  returned: always
+groups:
+  description: SAM groups (C(<city code>/<holder>)) and their listed serials.
+  type: dict
+  returned: always
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils import blacklist as bl
+from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module import load_registry, run
+
+
+def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+    p = module.params
+    registry = load_registry(p["sam_registry"])
+    rows = [row.as_dict() for row in registry.rows.values()] if registry else []
+    entries = bl.entries_for(rows, p["statuses"], p["cities"])
+    bao = connect(p)
+    opened.append(bao)
+    record = bao.kv_read(p["mount"], bl.OPENBAO_PATH)
+    previous = record["data"] if record else None
+    doc = bl.next_document(previous, entries, p["issuer"])
+    active = [
+        str(p["cities"][c])
+        for c, s in (p["statuses"].get("cities") or {}).items()
+        if s.get("status") == "active" and c in p["cities"]
+    ]
+    with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=not module.check_mode) as hsm:
+        signed = bl.sign(hsm, doc, active, create_key=not module.check_mode)
+    changed = previous != signed
+    if changed and not module.check_mode:
+        bao.kv_write(p["mount"], bl.OPENBAO_PATH, signed)
+    result: dict[str, Any] = {
+        "changed": changed,
+        "blacklist": signed,
+        "version": signed["version"],
+        "entries": len(entries),
+        "groups": bl.sam_groups(entries),
+    }
+    if module._diff and changed:
+        before = "".join(f"{e['serial']} {e['status']}\n" for e in (previous or {}).get("entries", []))
+        after = "".join(f"{e['serial']} {e['status']}\n" for e in entries)
+        result["diff"] = {"before": before, "after": after}
+    return result
+
+
+def main() -> None:
+    spec = argument_spec(
+        hsm=True,
+        cities={"type": "dict", "required": True},
+        statuses={"type": "dict", "required": True},
+        sam_registry={"type": "path"},
+        issuer={"type": "str", "default": "GD-TUNION-PROVINCE"},
+        mount={"type": "str", "default": "tunion-kb"},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run(module, body, hvac=True)
+
+
+if __name__ == "__main__":
+    main()
