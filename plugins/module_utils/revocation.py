@@ -134,7 +134,8 @@ def check_name(kind: str, name: str, universe: Universe) -> None:
             "sams": "SAMs are the serials of the SAM registry",
             "key_versions": "key versions are <type>.v<VV> of the key catalogue, e.g. purchase.v01",
         }[kind]
-        raise RevocationError(f"unknown {kind[:-1].replace('_', ' ')} {name!r}: {hint}. Nothing was changed.")
+        singular = {"cities": "city", "holders": "holder", "sams": "SAM", "key_versions": "key version"}[kind]
+        raise RevocationError(f"unknown {singular} {name!r}: {hint}. Nothing was changed.")
 
 
 def desired_statuses(
