@@ -706,36 +706,28 @@ def install_kek(
             f"city {city}: the KEK envelope was made for another public key; wait for the province to re-wrap it"
         )
     blob = base64.b64decode(data["wrapped_kek"])
-    probe = hsm.unwrap(
-        priv,
-        blob,
-        "AES-256",
-        label=None,
-        id=None,
-        policy=KeyPolicy(usage="kek", token=False, extractable=False),
-        mechanism="rsa-oaep",
-    )
-    try:
-        have = kcv_hex(hsm, probe)
-    finally:
-        hsm.destroy(probe)
-    if have != want_kcv:
-        raise DistributionError(f"city {city}: unwrapped KEK has KCV {have}, envelope says {want_kcv}; not installed")
-    if check_mode:  # a session copy stands in for the KEK, so check mode can still verify the blocks
-        probe = hsm.unwrap(
+
+    def unwrap_kek(label: str | None, token: bool) -> Any:
+        return hsm.unwrap(
             priv,
             blob,
             "AES-256",
-            label=None,
+            label=label,
             id=None,
-            policy=kek_policy(province=False, token=False),
+            policy=kek_policy(province=False, token=token),
             mechanism="rsa-oaep",
         )
+
+    # a session copy first: its KCV is checked before anything is stored; in check mode it stands in for the KEK
+    probe = unwrap_kek(None, False)
+    have = kcv_hex(hsm, probe)
+    if have != want_kcv:
+        hsm.destroy(probe)
+        raise DistributionError(f"city {city}: unwrapped KEK has KCV {have}, envelope says {want_kcv}; not installed")
+    if check_mode:
         return True, info, probe
-    kek = hsm.unwrap(
-        priv, blob, "AES-256", label=label, id=None, policy=kek_policy(province=False), mechanism="rsa-oaep"
-    )
-    return True, info, kek
+    hsm.destroy(probe)
+    return True, info, unwrap_kek(label, True)
 
 
 @dataclass
@@ -829,10 +821,7 @@ def install_for_city(bao: OpenBao, hsm: HsmToken, city: str, code: str, *, check
         )
     blocks = fetch_blocks(bao, city)
     verified = verify_blocks(hsm, kek=kek, kek_info=kek_info, city=city, city_code=code, blocks=blocks)
-    if check_mode:
-        installed = [v.label for v in verified if not v.installed]
-    else:
-        installed = install_verified(hsm, kek, verified)
+    installed = [v.label for v in verified if not v.installed] if check_mode else install_verified(hsm, kek, verified)
     record = status_record(city, code, kek_info, verified)
     reported = report_status(bao, city, record, check_mode)
     return {

@@ -20,6 +20,26 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import (
     OpenBaoError,
 )
 
+# Options of the tunion.keymgmt.distribution doc fragments.
+CITY_SPEC: dict[str, Any] = {
+    "city": {"type": "str", "required": True},
+    "city_code": {"type": "str", "required": True},
+}
+TARGETS_SPEC: dict[str, Any] = {
+    "targets": {
+        "type": "list",
+        "elements": "dict",
+        "required": True,
+        "options": {
+            "city": {"type": "str", "required": True},
+            "city_code": {"type": "str", "required": True},
+            "grants": {"type": "list", "elements": "raw", "default": []},
+            "kek_version": {"type": "int", "default": 1},
+        },
+    },
+    "catalogue": {"type": "list", "elements": "dict"},
+}
+
 
 def argument_spec(*, hsm: bool, **extra: dict[str, Any]) -> dict[str, Any]:
     spec: dict[str, Any] = {k: dict(v) for k, v in OPENBAO_ARGSPEC.items()}

@@ -24,15 +24,7 @@ extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.openbao
   - tunion.keymgmt.pkcs11
-options:
-  city:
-    description: The city's name (its inventory host name).
-    type: str
-    required: true
-  city_code:
-    description: The city's six-digit code; blocks for another code are refused.
-    type: str
-    required: true
+  - tunion.keymgmt.distribution.city
 attributes:
   check_mode:
     support: full
@@ -86,7 +78,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec, run
+from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import CITY_SPEC, argument_spec, run
 from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
 
@@ -111,8 +103,7 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
 def main() -> None:
     spec = argument_spec(
         hsm=True,
-        city={"type": "str", "required": True},
-        city_code={"type": "str", "required": True},
+        **CITY_SPEC,
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     run(module, body)

@@ -25,42 +25,12 @@ extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.openbao
   - tunion.keymgmt.pkcs11
+  - tunion.keymgmt.distribution.targets
 options:
-  targets:
-    description: One entry per city.
-    type: list
-    elements: dict
-    required: true
-    suboptions:
-      city:
-        description: City name (inventory host name).
-        type: str
-        required: true
-      city_code:
-        description: Six-digit city code; goes into every block header.
-        type: str
-        required: true
-      grants:
-        description:
-          - Granted keys, each C(key_type) and C(version) (default 1), optionally C(not_before)/C(not_after) when
-            the province token does not hold the validity period. A bare string is a key type at version 1.
-        type: list
-        elements: raw
-        default: []
-      kek_version:
-        description: Wanted version of the city's KEK; raise it to rotate.
-        type: int
-        default: 1
   issuer:
     description: Issuer named in every block header.
     type: str
     default: GD-TUNION-PROVINCE
-  catalogue:
-    description:
-      - The key catalogue (C(key_catalogue) in the inventory). Gives the validity period of keys whose dates the
-        token cannot return (SoftHSM does not return the dates of private objects).
-    type: list
-    elements: dict
 attributes:
   check_mode:
     support: full
@@ -111,7 +81,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec, run
+from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import TARGETS_SPEC, argument_spec, run
 from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
 
@@ -156,19 +126,8 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
 def main() -> None:
     spec = argument_spec(
         hsm=True,
-        targets={
-            "type": "list",
-            "elements": "dict",
-            "required": True,
-            "options": {
-                "city": {"type": "str", "required": True},
-                "city_code": {"type": "str", "required": True},
-                "grants": {"type": "list", "elements": "raw", "default": []},
-                "kek_version": {"type": "int", "default": 1},
-            },
-        },
+        **TARGETS_SPEC,
         issuer={"type": "str", "default": "GD-TUNION-PROVINCE"},
-        catalogue={"type": "list", "elements": "dict"},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     run(module, body)

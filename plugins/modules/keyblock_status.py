@@ -18,40 +18,12 @@ extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.openbao
   - tunion.keymgmt.pkcs11
+  - tunion.keymgmt.distribution.targets
 options:
-  targets:
-    description: One entry per city, as for M(tunion.keymgmt.keyblock_publish).
-    type: list
-    elements: dict
-    required: true
-    suboptions:
-      city:
-        description: City name.
-        type: str
-        required: true
-      city_code:
-        description: Six-digit city code.
-        type: str
-        required: true
-      grants:
-        description: Granted keys (C(key_type), C(version)).
-        type: list
-        elements: raw
-        default: []
-      kek_version:
-        description: Wanted KEK version.
-        type: int
-        default: 1
   fail_on_difference:
     description: Fail the task, naming the cities, when any difference is found.
     type: bool
     default: true
-  catalogue:
-    description:
-      - The key catalogue (C(key_catalogue) in the inventory). Gives the validity period of keys whose dates the
-        token cannot return (SoftHSM does not return the dates of private objects).
-    type: list
-    elements: dict
 attributes:
   check_mode:
     support: full
@@ -92,7 +64,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec, run
+from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import TARGETS_SPEC, argument_spec, run
 from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
 
@@ -130,19 +102,8 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
 def main() -> None:
     spec = argument_spec(
         hsm=True,
-        targets={
-            "type": "list",
-            "elements": "dict",
-            "required": True,
-            "options": {
-                "city": {"type": "str", "required": True},
-                "city_code": {"type": "str", "required": True},
-                "grants": {"type": "list", "elements": "raw", "default": []},
-                "kek_version": {"type": "int", "default": 1},
-            },
-        },
+        **TARGETS_SPEC,
         fail_on_difference={"type": "bool", "default": True},
-        catalogue={"type": "list", "elements": "dict"},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     run(module, body)
