@@ -29,6 +29,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import Open
 STATE_PATH = "province/enforcement/state"
 REPORT_FORMAT = 1
 STATES = ("enforced", "unreachable", "failed")
+SINGULAR = {"cities": "city", "holders": "holder", "sams": "SAM", "key_versions": "key version"}
 
 
 def now() -> str:
@@ -132,7 +133,7 @@ def summary_text(report: dict[str, Any]) -> str:
             if status.get("status") != "active":
                 any_status = True
                 lines.append(
-                    f"  {kind[:-1]:<11} {name:<24} {status['status']:<9} {status.get('date', ''):<10} "
+                    f"  {SINGULAR.get(kind, kind):<11} {name:<24} {status['status']:<9} {status.get('date', ''):<10} "
                     f"{status.get('reason', '')}"
                 )
     if not any_status:

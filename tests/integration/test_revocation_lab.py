@@ -122,7 +122,7 @@ def test_revoked_city_offline_locked_out_then_enforced_others_carry_blacklist() 
         assert node["state"] == "enforced" and node["after"].startswith("unreachable since")
         assert {d["label"] for d in node["destroyed"]} >= {f"consumption.purchase.v01.city-{code}"}
         assert not [label for label, _ in city_token_objects(REVOKED) if label.endswith(f"city-{code}")]
-        assert "unreachable" not in (ws.reports / "latest.txt").read_text()
+        assert "UNREACHABLE" not in (ws.reports / "latest.txt").read_text()
     finally:
         restore(ws, REVOKED, registry)
     relogged, _, _ = city_login(province_client(), REVOKED)
