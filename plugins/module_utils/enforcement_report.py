@@ -116,6 +116,17 @@ def build_report(
     }
 
 
+def rotation_lines(rot: dict[str, Any]) -> list[str]:
+    lines = [
+        f"rotation: {r['key_type']} v{r['old_version']} -> v{r['new_version']}, old retired after {r['retire_after']}"
+        for r in rot.get("rotations") or []
+    ]
+    lines += [f"rotation needed: {missing}" for missing in rot.get("missing_versions") or []]
+    if rot.get("reload_sams"):
+        lines.append(f"SAMs to reload after rotation: {len(rot['reload_sams'])}")
+    return ["", *lines] if lines else []
+
+
 def summary_text(report: dict[str, Any]) -> str:
     """A summary a key officer can read: what was asked, then every part and its outcome."""
     lines = [
@@ -141,9 +152,7 @@ def summary_text(report: dict[str, Any]) -> str:
     bl = report.get("blacklist") or {}
     if bl:
         lines += ["", f"SAM blacklist: version {bl.get('version')}, {bl.get('entries', 0)} SAM(s)"]
-    rot = report.get("rotation") or {}
-    if rot.get("reload_sams") is not None:
-        lines += ["", f"SAMs to reload after rotation: {len(rot['reload_sams'])}"]
+    lines += rotation_lines(report.get("rotation") or {})
     lines += ["", "parts:"]
     for entry in report["entries"]:
         state = entry["state"].upper() if entry["state"] != "enforced" else "enforced"

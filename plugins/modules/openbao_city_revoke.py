@@ -50,6 +50,16 @@ options:
     description: The key catalogue; names the key versions a status may refer to.
     type: list
     elements: dict
+  grants:
+    description:
+      - What each city is granted, city to C([{key_type, version}]) (distribution's C(distribution_target.grants)).
+      - With O(catalogue), used to plan the rotation of shared keys a revoked city held (RV(rotation)).
+    type: dict
+    default: {}
+  grace_days:
+    description: Days an old version of a rotated key stays in use after the revocation date.
+    type: int
+    default: 30
   mount:
     description: KV version 2 mount of key blocks and province records.
     type: str
@@ -123,6 +133,13 @@ request:
   description: The emergency request as resolved (kind, name, status).
   type: dict
   returned: when O(request) is given
+rotation:
+  description:
+    - Rotation plan for the shared keys (catalogue C(scope=province) or C(shared=true)) that revoked cities held -
+      new version per key type, new grants for the active cities, retirement date of the old version, SAMs to reload,
+      and versions the catalogue still has to declare. Carried out by distribution.
+  type: dict
+  returned: always
 failures:
   description: Cities whose OpenBao side could not be enforced, with the reason.
   type: dict
@@ -135,6 +152,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
 from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation as rv
+from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation_rotation as rot
 from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, OpenBaoError, connect
 from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module import load_registry, run, universe
@@ -142,7 +160,8 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module i
 
 def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
     p = module.params
-    world = universe(p["cities"], load_registry(p["sam_registry"]), p["catalogue"])
+    registry = load_registry(p["sam_registry"])
+    world = universe(p["cities"], registry, p["catalogue"])
     request = None
     if p["request"] is not None:  # checked before connecting: a bad request changes nothing
         req = dict(p["request"])
@@ -198,8 +217,17 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
     statuses = {kind: {name: s.as_dict() for name, s in sorted(desired[kind].items())} for kind in rv.KINDS}
     statuses["cities"] = {c: rv.city_status(desired, c).as_dict() for c in sorted(world.cities)}
     by = {s: [c for c in sorted(world.cities) if statuses["cities"][c]["status"] == s] for s in rv.STATUSES}
+    rotation = rot.plan(
+        p["catalogue"] or [],
+        {c: list(g or []) for c, g in p["grants"].items()},
+        statuses["cities"],
+        grace_days=p["grace_days"],
+        sam_rows=[r.as_dict() for r in registry.rows.values()] if registry else None,
+        city_codes=p["cities"],
+    )
     result: dict[str, Any] = {
         "changed": bool(results) or bool(other),
+        "rotation": rotation,
         "statuses": statuses,
         "cities": results,
         "other_changes": other,
@@ -225,6 +253,8 @@ def main() -> None:
         request={"type": "dict"},
         sam_registry={"type": "path"},
         catalogue={"type": "list", "elements": "dict"},
+        grants={"type": "dict", "default": {}},
+        grace_days={"type": "int", "default": 30},
         mount={"type": "str", "default": dist.MOUNT},
         secret_id_ttl={"type": "str", "default": "10m"},
         token_ttl={"type": "str", "default": "10m"},

@@ -153,3 +153,52 @@ def _destroy_holder_objects_on_softhsm_body(tmp_path: Path) -> None:
 
 def test_destroy_holder_objects_on_softhsm(tmp_path: Path) -> None:
     isolated(_destroy_holder_objects_on_softhsm_body, tmp_path)
+
+
+def test_rotation_plan_for_shared_keys_only() -> None:
+    from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation_rotation as rot
+
+    catalogue = [
+        {"name": "purchase", "scope": "city", "holders": ["hsm", "sam"], "versions": [{"version": 1}, {"version": 2}]},
+        {
+            "name": "psam_shared",
+            "scope": "province",
+            "holders": ["hsm", "sam"],
+            "versions": [{"version": 1}, {"version": 2}],
+        },
+        {"name": "load_shared", "shared": True, "holders": ["hsm"], "versions": [{"version": 1}]},
+    ]
+    grants = {
+        c: [
+            {"key_type": "purchase", "version": 1},
+            {"key_type": "psam_shared", "version": 1},
+            {"key_type": "load_shared", "version": 1},
+        ]
+        for c in ("shantou", "guangzhou", "zhuhai")
+    }
+    statuses = {
+        "shantou": {"status": "revoked", "date": "2026-11-24"},
+        "guangzhou": {"status": "active"},
+        "zhuhai": {"status": "suspended"},
+    }
+    rows = [
+        {"serial": "A", "city_code": "440100", "status": "active"},
+        {"serial": "B", "city_code": "440500", "status": "active"},
+    ]
+    result = rot.plan(
+        catalogue,
+        grants,
+        statuses,
+        grace_days=30,
+        sam_rows=rows,
+        city_codes={"guangzhou": "440100", "shantou": "440500"},
+    )
+    assert [(r["key_type"], r["old_version"], r["new_version"]) for r in result["rotations"]] == [("psam_shared", 1, 2)]
+    assert result["rotations"][0]["retire_after"] == "2026-12-24"
+    assert result["new_grants"] == {"guangzhou": [{"key_type": "psam_shared", "version": 2}]}
+    assert result["missing_versions"] == ["load_shared.v01: the catalogue declares no newer version - add one"]
+    assert result["reload_sams"] == ["A"]
+    import datetime as dt
+
+    assert rot.retired(result, dt.date(2026, 12, 24)) == ["psam_shared.v01"]
+    assert rot.retired(result, dt.date(2026, 12, 1)) == []
