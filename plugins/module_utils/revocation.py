@@ -214,6 +214,8 @@ def status_differs(recorded: dict[str, Any] | None, status: Status) -> bool:
     """True when the recorded status (None: never recorded, i.e. active) is not ``status``."""
     if recorded is None:
         return status.status != "active"
+    if status == Status():  # not listed in the inventory: an active record (with its reason) stays as it is
+        return recorded.get("status", "active") != "active"
     return any(recorded.get(k) != v for k, v in status.as_dict().items() if k != "source")
 
 

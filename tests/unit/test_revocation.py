@@ -80,6 +80,8 @@ def test_status_differs() -> None:
     assert rv.status_differs(None, rv.Status("revoked", "r", "2026-01-01"))
     recorded = {"status": "revoked", "reason": "r", "date": "2026-01-01", "source": "emergency"}
     assert not rv.status_differs(recorded, rv.Status("revoked", "r", "2026-01-01", "inventory"))
+    reinstated = {"status": "active", "reason": "audit closed", "date": "2026-02-01", "source": "inventory"}
+    assert not rv.status_differs(reinstated, rv.Status())  # the entry left the inventory: nothing to record
 
 
 def test_unreachable_node_is_pending_then_enforced_and_the_report_says_so(tmp_path: Path) -> None:
