@@ -814,6 +814,16 @@ def install_verified(hsm: HsmToken, kek: Any, verified: list[VerifiedBlock]) -> 
 def install_for_city(bao: OpenBao, hsm: HsmToken, city: str, code: str, *, check_mode: bool) -> dict[str, Any]:
     """The city's whole pass: KEK, fetch, verify every block (all or nothing), install, report the KCVs."""
     kek_changed, kek_info, kek = install_kek(hsm, bao, city, code, check_mode)
+    if (kek is None or kek_info is None) and check_mode:  # enrolling in this same check run: nothing to verify yet
+        return {
+            "changed": True,
+            "installed": [],
+            "keys": {},
+            "kek": None,
+            "kek_installed": True,
+            "status_reported": True,
+            "note": "no KEK envelope yet: the city would be enrolled first",
+        }
     if kek is None or kek_info is None:
         raise DistributionError(
             f"city {city}: OpenBao holds no KEK envelope for it yet - enrol it (tunion.keymgmt.city_enrol), "

@@ -72,6 +72,10 @@ status_reported:
   description: Whether the status record in OpenBao was (re)written.
   type: bool
   returned: always
+note:
+  description: In check mode, for a city that this same run would enrol first - nothing could be verified yet.
+  type: str
+  returned: when it applies
 """
 
 from typing import Any
