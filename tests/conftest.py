@@ -123,6 +123,23 @@ def openbao_root(lab_root_token: str):
     return hvac.Client(url="https://127.0.0.1:8200", token=lab_root_token, verify=str(LAB_DIR / "ca" / "ca.crt"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def lab_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """One pytest session at a time on the lab: lab tests revoke, tamper with and restart shared state."""
+    import fcntl
+
+    if not any(item.get_closest_marker("lab") for item in request.session.items) or not LAB_DIR.exists():
+        yield
+        return
+    with open(LAB_DIR / ".test-lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("\nwaiting for another test session to finish with the lab …", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Tests that stop and restart the lab go last, so they never pull the lab from under another test.
     items.sort(key=lambda item: item.get_closest_marker("lab_restart") is not None)
