@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -42,7 +43,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     p = _paths(a.lab_dir)
     p["run"].mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.DEBUG if a.debug else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 <pid>: thread stacks into the log
     emu = Emulator(a.state_dir or p["state"], _ports(a.ports), a.host)
     emu.start()
     stop = threading.Event()
@@ -74,7 +76,7 @@ def cmd_start(a: argparse.Namespace) -> int:
     for d in (p["run"], p["log"].parent, p["state"]):
         d.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "tunion_lab.sam_emulator", "--lab-dir", str(Path(a.lab_dir).resolve()), "serve"]
-    argv += ["--ports", a.ports, "--host", a.host]
+    argv += ["--ports", a.ports, "--host", a.host] + (["--debug"] if a.debug else [])
     with open(p["log"], "ab") as logf:
         proc = subprocess.Popen(
             argv,
@@ -126,16 +128,17 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 
 def cmd_insert(a: argparse.Namespace) -> int:
-    """Queue SAMs: ``--serials`` or ``--count`` serials from ``--first``; ``--issuer-file`` for new SAMs."""
+    """Queue SAMs already manufactured: ``--serials``, or ``--count`` serials from ``--first``.
+
+    New SAMs are manufactured by the province's HSM (tests/sam_helpers.py ``manufacture``), not from this CLI."""
     serials = list(a.serials or [])
     if a.count:
         base = int(a.first, 16)
         serials += [f"{base + i:020X}" for i in range(a.count)]
-    issuer = json.loads(Path(a.issuer_file).read_text()) if a.issuer_file else None
     faults = json.loads(a.faults) if a.faults else None
     sams = [{"serial": s, "faults": faults, "reader": a.reader} for s in serials]
     with _client(a) as c:
-        print(json.dumps(c.insert(sams, issuer)))
+        print(json.dumps(c.insert(sams)))
     return 0
 
 
@@ -159,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--ports", default=DEFAULT_PORTS, help="vpcd reader ports, e.g. 35963-35966")
         sp.add_argument("--host", default="127.0.0.1")
         sp.add_argument("--state-dir", help="SAM memory (default <lab-dir>/sam/state)")
+        sp.add_argument("--debug", action="store_true", help="log every control message")
     sub.add_parser("stop")
     sub.add_parser("status")
     sp = sub.add_parser("insert")
@@ -167,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--first", default="44000000000000000001")
     sp.add_argument("--reader", type=int)
     sp.add_argument("--faults", help='JSON, e.g. {"remove_after": 5}')
-    sp.add_argument("--issuer-file", help="JSON with the manufacturer's keys for new SAMs (tests/lab only)")
     sp = sub.add_parser("wait-idle")
     sp.add_argument("--timeout", type=float, default=60)
     a = ap.parse_args(argv)

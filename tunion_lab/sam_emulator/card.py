@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 # ---------------------------------------------------------------------------------------------- profile constants
 ATR = bytes.fromhex("3B08") + b"TUPSAM01"
@@ -75,6 +76,14 @@ def pboc_diversify(master: bytes, d8: bytes) -> bytes:
     return des3_ecb(master, d8) + des3_ecb(master, bytes(b ^ 0xFF for b in d8))
 
 
+#: the SAM's transport key is diversified from its master key with this constant (docs/sam-profile.md)
+TRANSPORT_DIVERSIFIER = b"TUNIONTK"
+
+
+def transport_key_of(master_key: bytes) -> bytes:
+    return pboc_diversify(master_key, TRANSPORT_DIVERSIFIER)
+
+
 def kcv(key: bytes) -> bytes:
     return des3_ecb(key, bytes(8))[:3]
 
@@ -112,7 +121,7 @@ class CardState:
     terminal: str  # 12 hex digits (6 bytes)
     master_key: bytes  # EXTERNAL AUTHENTICATE key, diversified from the province's SAM issuer key by serial
     transport_key: bytes  # the SAM's own diversified transport key: outer cryptogram layer and WRITE KEY MAC
-    batch_kek: bytes  # the batch transport KEK the SAM was manufactured with: inner cryptogram layer
+    batch_kek: bytes  # the AES-128 batch transport KEK the SAM was manufactured with: inner cryptogram layer
     capacity: int = 8
     tsn: int = 0  # PSAM transaction serial number (终端交易序号)
     slots: list[Slot] = field(default_factory=list)
@@ -198,14 +207,17 @@ class PsamCard:
         return out + SW_OK
 
     def _write_key(self, p1: int, p2: int, data: bytes, le: int | None) -> bytes:  # noqa: PLR0911 - one SW each
-        """80 D4 01 00: usage version alg KCV(3) cryptogram(16) MAC(4), under secure messaging."""
+        """80 D4 01 00: usage version alg KCV(3) cryptogram(24) MAC(4), under secure messaging.
+
+        cryptogram = 3DES-CBC(TK, AES-KW(batch KEK, key)): the inner RFC 3394 block is the same for every SAM of
+        the batch, the outer layer binds it to this SAM."""
         if not self.authenticated:
             return SW_SECURITY
         if p1 != 0x01 or p2 != 0x00:
             return SW_WRONG_P1P2
-        if len(data) != 6 + 16 + 4:
+        if len(data) != 6 + 24 + 4:
             return SW_WRONG_LENGTH
-        header, cryptogram, mac = data[:6], data[6:22], data[22:]
+        header, cryptogram, mac = data[:6], data[6:30], data[30:]
         usage, version, alg = header[:3]
         self.seq += 1
         expect = cbc_mac(
@@ -218,7 +230,10 @@ class PsamCard:
         if usage not in CONSUMPTION_USAGES or alg != ALG_3DES:
             return SW_WRONG_DATA  # 第二条(四): a PSAM stores consumption keys only
         inner = des3_cbc(self.state.transport_key, cryptogram, decrypt=True)
-        key = des3_cbc(self.state.batch_kek, inner, decrypt=True)
+        try:
+            key = aes_key_unwrap(self.state.batch_kek, inner)
+        except InvalidUnwrap:
+            return SW_WRONG_DATA
         if kcv(key) != header[3:6]:
             return SW_WRONG_DATA
         slots = [s for s in self.state.slots if not (s.usage == usage and s.version == version)]

@@ -25,8 +25,11 @@ class EmulatorClient:
             raise RuntimeError(f"SAM emulator refused {op}: {resp.get('error')}")
         return resp
 
-    def insert(self, sams: list[dict[str, Any]], issuer: dict[str, str] | None = None) -> dict[str, Any]:
-        return self.call("insert", sams=sams, issuer=issuer)
+    def insert(self, sams: list[dict[str, Any]], batch_kek: str | None = None) -> dict[str, Any]:
+        return self.call("insert", sams=sams, batch_kek=batch_kek)
+
+    def manufacturer_key(self) -> bytes:
+        return bytes.fromhex(self.call("manufacturer_key")["public_key"])
 
     def close(self) -> None:
         self.f.close()

@@ -33,6 +33,13 @@ from tunion_lab.sam_emulator.store import StateStore, check_serial
 
 log = logging.getLogger("tunion.sam_emulator")
 TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
+#: A session that goes silent this long after an APDU is wedged: vpcd (Debian's vsmartcard 3.3) lets pcscd's
+#: presence poll and a client's APDU read the same socket at once, and when their reads interleave both wait
+#: forever. Pulling the card out unblocks them (EOF); it is then inserted again, as an operator would reseat a SAM,
+#: and the station's next attempt completes it. pcscd polls a powered card every 0.4 s; once it has powered the
+#: card down it may stay silent, so the watchdog then waits longer (a reseat of an idle SAM is harmless).
+WATCHDOG_SECONDS = 1.2
+WATCHDOG_POWERED_DOWN_SECONDS = 5.0
 CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0, 1, 2, 4
 
 
@@ -43,6 +50,10 @@ class Feed:
 
 
 class CardRemoved(Exception):
+    pass
+
+
+class ReaderWedged(Exception):
     pass
 
 
@@ -65,7 +76,10 @@ class ReaderSlot(threading.Thread):
         while len(buf) < n:
             with contextlib.suppress(OSError):
                 self.sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
-            chunk = self.sock.recv(n - len(buf))
+            try:
+                chunk = self.sock.recv(n - len(buf))
+            except TimeoutError:
+                raise ReaderWedged(f"vpcd silent for {self.sock.gettimeout()} s") from None
             if not chunk:
                 raise CardRemoved("vpcd closed the connection")
             buf += chunk
@@ -82,7 +96,6 @@ class ReaderSlot(threading.Thread):
             except OSError:
                 time.sleep(0.5)  # pcscd not (yet) listening: keep the card in the machine
                 continue
-            s.settimeout(None)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sock = s
             return
@@ -102,6 +115,14 @@ class ReaderSlot(threading.Thread):
             return self.hopper.popleft() if self.hopper else None
 
     def run(self) -> None:
+        try:
+            self._run()
+        except Exception:
+            log.exception("reader %d: feeder stopped", self.index)
+            self._pull()
+            raise
+
+    def _run(self) -> None:
         feed = self._next()
         while feed is not None and not self.stopping:
             try:
@@ -118,6 +139,8 @@ class ReaderSlot(threading.Thread):
             self.emu.record(self.index, feed.serial, card.apdus, outcome)
             if not keep_socket:
                 self._pull()
+            if outcome.startswith("reseated"):
+                continue  # the same SAM goes back in
             with self.cond:
                 feed = self.hopper.popleft() if self.hopper else None
             if feed is None:
@@ -127,12 +150,18 @@ class ReaderSlot(threading.Thread):
     def _serve(self, card: PsamCard) -> tuple[str, bool]:
         """Answer vpcd until the SAM leaves. Returns (outcome, whether the socket stays for the next SAM)."""
         session_apdus = 0
+        powered_down = False
+        assert self.sock is not None
         try:
             while not self.stopping:
+                self.sock.settimeout(WATCHDOG_POWERED_DOWN_SECONDS if powered_down else WATCHDOG_SECONDS)
                 (n,) = struct.unpack(">H", self._recv(2))
                 msg = self._recv(n)
                 if n == 1:
                     ctrl = msg[0]
+                    log.debug(
+                        "reader %d: control %02X (SAM %s, %d APDUs)", self.index, ctrl, card.state.serial, session_apdus
+                    )
                     if ctrl == CTRL_ATR:
                         self._send(ATR)
                     elif ctrl == CTRL_RESET and session_apdus:
@@ -141,11 +170,21 @@ class ReaderSlot(threading.Thread):
                         return "done", more  # the station is done with this SAM: next one in (same socket)
                     elif ctrl in (CTRL_ON, CTRL_OFF, CTRL_RESET):
                         card.power_on()
+                    powered_down = ctrl == CTRL_OFF
                     continue
                 if card.faults.remove_after and card.apdus >= card.faults.remove_after:
                     return f"removed after {card.apdus} APDUs", False
                 session_apdus += 1
-                self._send(card.process(msg))
+                powered_down = False
+                try:
+                    rapdu = card.process(msg)
+                except Exception:  # a card never goes silent: answer "no precise diagnosis" and log why
+                    log.exception("reader %d: SAM %s failed on %s", self.index, card.state.serial, msg[:4].hex())
+                    rapdu = b"\x6f\x00"
+                self._send(rapdu)
+        except ReaderWedged as exc:
+            log.warning("reader %d: %s; reseating SAM %s", self.index, exc, card.state.serial)
+            return f"reseated ({exc})", False
         except (CardRemoved, OSError) as exc:
             return f"connection lost: {exc}", False
         return "stopped", False
@@ -187,9 +226,9 @@ class Emulator:
         if self.store.exists(feed.serial):
             state = self.store.load(feed.serial)
         elif issuer is not None:
-            state = self.store.manufacture(feed.serial, issuer.get("terminal"), issuer)
+            state = self.store.manufacture(feed.serial, issuer.get("terminal"), issuer["mk"], issuer["kek"])
         else:
-            raise ValueError("unknown SAM and no issuer keys to manufacture it")
+            raise ValueError("unknown SAM, and no manufacturing keys were given for it")
         return PsamCard(state, self.store.save, feed.faults)
 
     def record(self, reader: int, serial: str, apdus: int, outcome: str) -> None:
@@ -199,14 +238,19 @@ class Emulator:
 
     # ------------------------------------------------------------------ control operations
     def op_insert(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Queue SAMs. A SAM not seen before needs ``mk`` (its master key, RSA-OAEP wrapped under the manufacturer's
+        key) and the request's ``batch_kek`` (likewise wrapped): the emulator then manufactures it."""
         sams = req.get("sams") or []
-        issuer = req.get("issuer")
         per_reader: dict[int, list[Feed]] = {}
         for sam in sams:
             serial = check_serial(sam["serial"])
-            if issuer is not None and not self.store.exists(serial):
+            if sam.get("mk") and not self.store.exists(serial):
                 with self.lock:
-                    self.pending_issuer[serial] = dict(issuer, terminal=sam.get("terminal") or "")
+                    self.pending_issuer[serial] = {
+                        "mk": sam["mk"],
+                        "kek": req["batch_kek"],
+                        "terminal": sam.get("terminal") or "",
+                    }
             if "reader" in sam and sam["reader"] is not None:
                 idx = int(sam["reader"]) % len(self.readers)
             else:
@@ -215,6 +259,9 @@ class Emulator:
         for idx, feeds in per_reader.items():
             self.readers[idx].insert(feeds)
         return {"ok": True, "queued": len(sams)}
+
+    def op_manufacturer_key(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "public_key": self.store.manufacturer_public_key().hex()}
 
     def op_status(self, req: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -13,9 +13,11 @@ import re
 import threading
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tunion_lab.sam_emulator.card import CardState, Slot, pboc_diversify, serial_d8
+from tunion_lab.sam_emulator.card import CardState, Slot, transport_key_of
 
 _SERIAL_RE = re.compile(r"^[0-9A-F]{20}$")
 _TERMINAL_RE = re.compile(r"^[0-9A-F]{12}$")
@@ -38,6 +40,17 @@ class StateStore:
             with os.fdopen(fd, "wb") as f:
                 f.write(AESGCM.generate_key(bit_length=256))
         self._aead = AESGCM(key_file.read_bytes())
+        factory = self.dir / "manufacturer.pem"
+        if not factory.exists():
+            pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            fd = os.open(factory, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+        key = serialization.load_pem_private_key(factory.read_bytes(), password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        self._factory = key
         self._lock = threading.Lock()
 
     def _seal(self, serial: str, value: bytes) -> str:
@@ -96,22 +109,33 @@ class StateStore:
             json.dump(d, f)
         os.replace(tmp, self.path(st.serial))
 
-    def manufacture(self, serial: str, terminal: str | None, issuer: dict[str, str], capacity: int = 8) -> CardState:
-        """A blank SAM as its manufacturer delivers it: serial, terminal number, and its own keys diversified from
-        the province's SAM issuer keys (``auth``, ``transport``) plus the batch transport KEK (``batch_kek``)."""
+    def manufacturer_public_key(self) -> bytes:
+        """The manufacturer's RSA public key (PKCS#1 DER): the province wraps a new SAM's keys under it."""
+        return self._factory.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+
+    def _unwrap(self, blob_hex: str) -> bytes:
+        oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)  # noqa: S303
+        return self._factory.decrypt(bytes.fromhex(blob_hex), oaep)
+
+    def manufacture(
+        self, serial: str, terminal: str | None, master_key: str, batch_kek: str, capacity: int = 8
+    ) -> CardState:
+        """A blank SAM as its manufacturer delivers it: serial, terminal number, its master key (diversified by the
+        province's HSM from the SAM issuer key and this serial) and the batch transport KEK, both received
+        RSA-OAEP wrapped under the manufacturer's key. The SAM's transport key is diversified from its master key."""
         serial = check_serial(serial)
         terminal = (terminal or serial[-12:]).upper()
         if not _TERMINAL_RE.match(terminal):
             raise ValueError(f"terminal number {terminal!r} must be 12 hex digits")
         try:
-            auth, transport, kek = (bytes.fromhex(issuer[k]) for k in ("auth", "transport", "batch_kek"))
-        except (KeyError, TypeError, ValueError):
-            raise ValueError("a new SAM needs issuer keys 'auth', 'transport' and 'batch_kek' (hex)") from None
+            mk, kek = self._unwrap(master_key), self._unwrap(batch_kek)
+        except (TypeError, ValueError):
+            raise ValueError(f"the keys for SAM {serial} do not unwrap under the manufacturer's key") from None
         st = CardState(
             serial=serial,
             terminal=terminal,
-            master_key=pboc_diversify(auth, serial_d8(serial)),
-            transport_key=pboc_diversify(transport, serial_d8(serial)),
+            master_key=mk,
+            transport_key=transport_key_of(mk),
             batch_kek=kek,
             capacity=capacity,
         )

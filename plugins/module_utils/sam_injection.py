@@ -1,0 +1,483 @@
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Loading the catalogue's SAM keys into the PSAMs presented in one or more readers, in one batch.
+
+Policy is enforced before any APDU is sent (粤交〔2019〕11号 第二条(四): 专用安全存取模块仅存储消费类密钥):
+
+1. :func:`plan_keys` validates the whole catalogue (``catalogue.load_catalogue``) and refuses any requested key
+   type that is not consumption-class with ``sam`` among its holders: a recharge key is never sent to a SAM;
+2. per SAM, the registry refuses a serial that is unknown, not active, or assigned to another city, holder or
+   station, right after the SAM's serial is read and before any key APDU.
+
+Per SAM: read its serial and key slots; derive its keys in the HSM; EXTERNAL AUTHENTICATE; WRITE KEY each missing
+key under secure messaging; then verify each key functionally (the SAM's MAC1 for a test card equals the HSM's).
+Only verified keys are recorded as loaded. A SAM whose right versions are already recorded is left untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.tunion.keymgmt.plugins.module_utils.catalogue import (
+    CatalogueError,
+    KeyTypeEntry,
+    assert_sam_allowed,
+    load_catalogue,
+)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import HsmError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_apdu import (
+    ALGORITHM_CODES,
+    USAGES,
+    CardGone,
+    PcscContext,
+    SamChannel,
+    SamError,
+    SamIdentity,
+)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_registry import Observed, Registry, now
+
+#: the default test card (JT/T 978-style application serial) and purchase used for functional verification
+DEFAULT_TEST_CARD: dict[str, str] = {
+    "serial": "4401000000000001",
+    "random": "1A2B3C4D",
+    "counter": "0001",
+    "amount": "00000001",
+    "type": "06",
+    "datetime": "20250101120000",
+    "data": "5455554E494F4E2D5341",  # 80 FA test data for non-purchase key usages
+}
+
+
+class PolicyError(ValueError):
+    """A request that the province's rules forbid; nothing was sent to any SAM."""
+
+
+@dataclass(frozen=True)
+class KeyPlan:
+    key_type: str
+    version: int
+    algorithm: str
+    usage: int
+    scope: str
+    entry: KeyTypeEntry
+
+    def label(self, city_code: str) -> str:
+        return self.entry.label(self.version, f"city-{city_code}" if self.scope == "city" else "province")
+
+
+def plan_keys(
+    catalogue: Any, requested: list[Mapping[str, Any]] | None, today: _dt.date | None = None
+) -> list[KeyPlan]:
+    """The keys to load, checked against the catalogue and the rules before any reader is touched."""
+    try:
+        cat = load_catalogue(catalogue)
+    except CatalogueError as exc:
+        raise PolicyError(str(exc)) from None
+    today = today or _dt.date.today()
+    wanted: list[tuple[KeyTypeEntry, int | None]] = []
+    if requested:
+        for req in requested:
+            name = str(req.get("key") or req.get("type") or "")
+            try:
+                entry = cat.entry(name)
+            except KeyError:
+                raise PolicyError(f"key type {name!r} is not in the key catalogue") from None
+            try:
+                assert_sam_allowed(entry)
+            except CatalogueError as exc:
+                raise PolicyError(f"refusing to send key {name!r} to any SAM: {'; '.join(exc.errors)}") from None
+            ver = req.get("version")
+            wanted.append((entry, None if ver is None else int(ver)))
+    else:
+        wanted = [(e, None) for e in cat.for_sam()]
+    if not wanted:
+        raise PolicyError("the catalogue has no key type a SAM may hold (consumption class, 'sam' among holders)")
+    plans = []
+    for entry, asked in wanted:
+        ver = _version(entry, asked, today)
+        plans.append(KeyPlan(entry.name, ver, entry.algorithm, USAGES[entry.name], entry.scope, entry))
+    return plans
+
+
+def _version(entry: KeyTypeEntry, asked: int | None, today: _dt.date) -> int:
+    if entry.name not in USAGES:
+        raise PolicyError(f"key type {entry.name!r} has no key usage in the PSAM profile ({', '.join(USAGES)})")
+    if entry.algorithm not in ALGORITHM_CODES:
+        raise PolicyError(f"key type {entry.name!r} is {entry.algorithm}; the PSAM profile loads 3DES-2KEY keys")
+    if asked is None:
+        valid = [v.version for v in entry.versions if v.valid_on(today)]
+        if not valid:
+            raise PolicyError(f"key type {entry.name!r} has no version valid on {today.isoformat()}")
+        return max(valid)
+    kv = next((v for v in entry.versions if v.version == asked), None)
+    if kv is None:
+        raise PolicyError(f"key type {entry.name!r} has no version {asked} in the catalogue")
+    if not kv.valid_on(today):
+        raise PolicyError(f"{entry.name!r} version {asked} is not valid on {today.isoformat()}")
+    return asked
+
+
+@dataclass
+class SamResult:
+    serial: str
+    reader: str
+    status: str = "failed"  # loaded | unchanged | would_load | refused | failed
+    city_code: str = ""
+    holder: str = ""
+    keys_loaded: list[str] = field(default_factory=list)
+    keys_verified: list[str] = field(default_factory=list)
+    keys_to_load: list[str] = field(default_factory=list)
+    error: str = ""
+    apdus: int = 0
+    seconds: float = 0.0
+    attempts: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in ("", [])} | {"serial": self.serial}
+
+    @property
+    def retried(self) -> bool:
+        return self.attempts > 1
+
+
+def _tag(plan: KeyPlan) -> str:
+    return f"{plan.key_type}.v{plan.version:02x}"
+
+
+class Injector:
+    def __init__(
+        self,
+        *,
+        plans: list[KeyPlan],
+        registry: Registry,
+        observed: Observed | None,
+        crypto: Any,
+        station: str,
+        operator: str,
+        city_code: str = "",
+        holder: str = "",
+        check_mode: bool = False,
+        test_card: Mapping[str, str] | None = None,
+    ) -> None:
+        self.plans = plans
+        self.registry = registry
+        self.observed = observed
+        self.crypto = crypto
+        self.station = station
+        self.operator = operator
+        self.city_code = city_code
+        self.holder = holder
+        self.check_mode = check_mode
+        card = dict(DEFAULT_TEST_CARD, **(test_card or {}))
+        self.card = {k: bytes.fromhex(v) for k, v in card.items()}
+        self.db_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ one SAM
+    def process(self, ch: SamChannel, seen: set[str]) -> SamResult | None:
+        """Handle the SAM in ``ch``; None if it was already handled in this run (the machine has not swapped)."""
+        t0 = time.monotonic()
+        ch.select()
+        ident = ch.identity()
+        if ident.serial in seen:
+            return None
+        res = SamResult(ident.serial, ch.reader)
+        try:
+            self._process(ch, ident, res)
+        except (CardGone, SamError, HsmError) as exc:
+            res.status, res.error = "failed", str(exc)
+        if res.status != "failed":
+            seen.add(ident.serial)  # a failed SAM presented again (reseated) gets another attempt
+        res.apdus = ch.apdus
+        res.seconds = round(time.monotonic() - t0, 4)
+        self._log_run(res)
+        return res
+
+    def _process(self, ch: SamChannel, ident: SamIdentity, res: SamResult) -> None:
+        refusal = self.registry.refusal(
+            ident.serial, station=self.station, city_code=self.city_code, holder=self.holder
+        )
+        if refusal:
+            res.status, res.error = "refused", refusal
+            return
+        a = self.registry.get(ident.serial)
+        assert a is not None
+        res.city_code, res.holder = a.city_code, a.holder
+        recorded = self._recorded(ident.serial)
+        load: list[tuple[KeyPlan, str]] = []
+        verify: list[tuple[KeyPlan, str]] = []
+        for plan in self.plans:
+            label = plan.label(a.city_code)
+            with self.crypto.lock:
+                kcv = self.crypto.kcv(label)
+            slot = ident.slot(plan.usage, plan.version)
+            if slot is None or slot.kcv != kcv:
+                load.append((plan, label))
+            elif recorded.get((plan.key_type, plan.version)) != kcv:
+                verify.append((plan, label))  # in the SAM but never verified (e.g. removed after WRITE KEY)
+        res.keys_to_load = [_tag(p) for p, _ in load + verify]
+        if self.check_mode:
+            res.status = "would_load" if load or verify else "unchanged"
+            return
+        if not load and not verify:
+            res.status = "unchanged"
+            return
+        if load:
+            with self.crypto.lock:
+                sam_keys = self.crypto.sam(ident.serial)
+                keys = sam_keys.__enter__()
+            try:
+                challenge = ch.get_challenge()
+                with self.crypto.lock:
+                    auth = keys.auth_cryptogram(challenge)
+                ch.external_authenticate(auth)
+                for seq, (plan, label) in enumerate(load, start=1):
+                    with self.crypto.lock:
+                        body = keys.write_key_body(label, plan.usage, plan.version, plan.algorithm, challenge, seq)
+                    ch.write_key(body, f"WRITE KEY {_tag(plan)}")
+                    res.keys_loaded.append(_tag(plan))
+            finally:
+                with self.crypto.lock:
+                    sam_keys.__exit__(None, None, None)
+        rows = []
+        try:
+            for plan, label in load + verify:
+                self._verify(ch, ident, plan, label)
+                res.keys_verified.append(_tag(plan))
+                rows.append(self._row(ident.serial, a, plan, label))
+        finally:
+            self._record(rows)  # whatever was verified is recorded, even if a later key fails
+        res.status = "loaded"
+
+    def _verify(self, ch: SamChannel, ident: SamIdentity, plan: KeyPlan, label: str) -> None:
+        c = self.card
+        if plan.key_type == "purchase":
+            data = (
+                c["random"]
+                + c["counter"]
+                + c["amount"]
+                + c["type"]
+                + c["datetime"]
+                + bytes([plan.version, ALGORITHM_CODES[plan.algorithm]])
+                + c["serial"]
+            )
+            tsn, mac1 = ch.mac1(data)
+            tail = c["amount"] + c["type"] + bytes.fromhex(ident.terminal) + c["datetime"]
+            with self.crypto.lock:
+                want = self.crypto.expected_mac1(label, c["serial"], c["random"], c["counter"], tsn, tail)
+            what = "MAC1"
+        else:
+            mac1 = ch.des_mac(plan.usage, plan.version, c["serial"], c["data"])
+            with self.crypto.lock:
+                want = self.crypto.expected_des_mac(label, c["serial"], c["data"])
+            what = "80 FA MAC"
+        if mac1 != want:
+            raise SamError(
+                f"{_tag(plan)} not verified: the SAM's {what} for the test card differs from the HSM's "
+                "(the key in the SAM is not the catalogue key, or the SAM is faulty)"
+            )
+
+    # ------------------------------------------------------------------ observed state
+    def _recorded(self, serial: str) -> dict[tuple[str, int], str]:
+        if self.observed is None:
+            return {}
+        with self.db_lock:
+            return self.observed.loaded(serial)
+
+    def _row(self, serial: str, a: Any, plan: KeyPlan, label: str) -> dict[str, Any]:
+        return {
+            "serial": serial,
+            "key_type": plan.key_type,
+            "version": plan.version,
+            "algorithm": plan.algorithm,
+            "kcv": self.crypto.kcv(label),
+            "city_code": a.city_code,
+            "holder": a.holder,
+            "station": self.station,
+            "operator": self.operator,
+            "loaded_at": now(),
+            "verified_by": "MAC1" if plan.key_type == "purchase" else "80FA-MAC",
+        }
+
+    def _record(self, rows: list[dict[str, Any]]) -> None:
+        if self.observed is not None and rows:
+            with self.db_lock:
+                self.observed.record_keys(rows)
+
+    def _log_run(self, res: SamResult) -> None:
+        if self.observed is None or self.check_mode:
+            return
+        with self.db_lock:
+            self.observed.record_runs([(res.serial, now(), self.station, self.operator, res.status, res.error)])
+
+
+# ---------------------------------------------------------------------------------------------- the batch
+#: attempts per SAM and run before it is reported failed and moved out
+MAX_ATTEMPTS = 3
+
+
+def run_batch(  # noqa: PLR0915 - one reader loop, kept in one place
+    injector: Injector,
+    readers: list[str],
+    *,
+    max_sams: int = 0,
+    idle_timeout: float = 3.0,
+    advance: bool = True,
+    trace: list[str] | None = None,
+    context: Callable[[], PcscContext] = PcscContext,
+    reader_errors: list[str] | None = None,
+) -> list[SamResult]:
+    """Process the SAMs presented in ``readers``, one thread per reader, until each reader has been empty (or held
+    only SAMs already handled) for ``idle_timeout`` seconds, or ``max_sams`` SAMs were handled."""
+    results: list[SamResult] = []
+    lock = threading.Lock()
+    errors: list[str] = []
+    if reader_errors is None:
+        reader_errors = []
+
+    def worker(reader: str) -> None:
+        try:
+            pc = context()
+        except SamError as exc:
+            errors.append(str(exc))
+            return
+        seen: set[str] = set()
+        tries: dict[str, int] = {}
+        last = time.monotonic()
+        try:
+            while True:
+                with lock:
+                    if max_sams and len(results) >= max_sams:
+                        return
+                ch = pc.connect(reader, trace)
+                if ch is None:
+                    left = idle_timeout - (time.monotonic() - last)
+                    if left <= 0:
+                        return
+                    pc.wait_for_card(reader, min(left, 0.5))
+                    continue
+                try:
+                    res = injector.process(ch, seen)
+                except (CardGone, SamError) as exc:  # no serial yet: a reader problem, not a SAM result
+                    with lock:
+                        reader_errors.append(f"{reader}: reading the SAM's serial: {exc}")
+                    pc.release(ch, advance=False)
+                    time.sleep(0.01)
+                    continue
+                # a failed SAM stays in the reader for another attempt (a garbled exchange is transient); after
+                # MAX_ATTEMPTS, or once it is done, the machine is told to move it out
+                done = res is not None and (res.status != "failed" or tries.get(res.serial, 0) + 1 >= MAX_ATTEMPTS)
+                pc.release(ch, advance=advance and done)
+                if res is not None and res.status == "failed":
+                    tries[res.serial] = tries.get(res.serial, 0) + 1
+                if res is None:
+                    if time.monotonic() - last > idle_timeout:
+                        return
+                    time.sleep(0.005)
+                    continue
+                last = time.monotonic()
+                with lock:
+                    results.append(res)
+                if not advance:
+                    return
+        finally:
+            pc.close()
+
+    threads = [threading.Thread(target=worker, args=(r,), name=f"sam-{r}") for r in readers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors and not results:
+        raise SamError("; ".join(sorted(set(errors))))
+    return _last_attempts(results)
+
+
+def _last_attempts(results: list[SamResult]) -> list[SamResult]:
+    """A SAM attempted twice in a run (failed, then reseated) is reported by its last attempt."""
+    final: dict[str, SamResult] = {}
+    for r in results:
+        prev = final.get(r.serial)
+        if prev is not None and r.serial != "unknown":
+            r.attempts = prev.attempts + 1
+            r.keys_loaded = sorted(set(prev.keys_loaded) | set(r.keys_loaded))
+        final[r.serial if r.serial != "unknown" else f"unknown-{id(r)}"] = r
+    return list(final.values())
+
+
+def summarise(results: list[SamResult]) -> dict[str, int]:
+    out: dict[str, int] = {"total": len(results)}
+    for r in results:
+        out[r.status] = out.get(r.status, 0) + 1
+    return out
+
+
+def inject(p: Mapping[str, Any], *, check_mode: bool = False) -> dict[str, Any]:
+    """The sam_inject module's body: policy first, then PC/SC and the HSM. ``p`` are the module parameters."""
+    from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
+    from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_crypto import SamCrypto
+
+    plans = plan_keys(p["catalogue"], p.get("keys"))  # 第二条(四): refused here, before any reader is touched
+    registry = Registry.load(p["registry"])
+    pc = PcscContext()
+    try:
+        readers = pc.readers(p.get("readers") or ["*"])
+    finally:
+        pc.close()
+    if not readers:
+        raise SamError(f"no PC/SC reader matches {p.get('readers')}; is pcscd running and the reader attached?")
+    advance = p.get("advance")
+    if advance is None:
+        advance = not check_mode
+    trace: list[str] | None = [] if p.get("trace") else None
+    observed = Observed(p["observed_db"]) if not check_mode else _maybe_observed(p["observed_db"])
+    try:
+        with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=False) as tok:
+            crypto = SamCrypto(tok, p["sam_issuer_label"], p["batch_kek_label"])
+            injector = Injector(
+                plans=plans,
+                registry=registry,
+                observed=observed,
+                crypto=crypto,
+                station=p["station"],
+                operator=p["operator"],
+                city_code=p.get("city_code") or "",
+                holder=p.get("holder") or "",
+                check_mode=check_mode,
+                test_card=p.get("test_card"),
+            )
+            reader_errors: list[str] = []
+            results = run_batch(
+                injector,
+                readers,
+                reader_errors=reader_errors,
+                max_sams=p.get("max_sams") or 0,
+                idle_timeout=float(p.get("idle_timeout") or 3.0),
+                advance=bool(advance),
+                trace=trace,
+            )
+    finally:
+        if observed is not None:
+            observed.close()
+    out: dict[str, Any] = {
+        "changed": any(r.keys_verified for r in results) or (check_mode and any(r.keys_to_load for r in results)),
+        "sams": [r.as_dict() for r in results],
+        "summary": summarise(results),
+        "readers": readers,
+        "reader_errors": reader_errors[:50],
+        "keys": [{"key": k.key_type, "version": k.version} for k in plans],
+    }
+    if trace is not None:
+        out["trace"] = trace
+    return out
+
+
+def _maybe_observed(path: str) -> Observed | None:
+    """Check mode reads the observed registry if it exists and never creates it."""
+    import os
+
+    return Observed(path) if os.path.exists(path) else None

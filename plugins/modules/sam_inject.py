@@ -1,0 +1,229 @@
+#!/usr/bin/python
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: sam_inject
+short_description: Load the catalogue's consumption keys into the PSAMs presented in one or more readers
+version_added: 0.1.0
+description:
+  - Processes a batch of SAMs in one task, one thread per reader, as a personalisation machine presents them
+    (docs/sam-profile.md). For each SAM it reads the serial and key slots, checks the SAM registry, derives the
+    SAM's keys inside the HSM, authenticates (EXTERNAL AUTHENTICATE), loads each missing key with WRITE KEY under
+    secure messaging, then verifies each key functionally - the SAM computes MAC1 for a test card and it must
+    equal the MAC1 the HSM computes from the card key it derives itself.
+  - Only verified keys are recorded, in the observed registry (SQLite, O(observed_db)). A SAM that already holds
+    and is recorded with the right versions is left untouched. A SAM removed mid-injection is reported failed
+    with the keys actually verified; a later run completes it without duplicates.
+  - "Policy (粤交〔2019〕11号 第二条(四), SAMs hold consumption keys only) is enforced before any APDU: the catalogue is
+    validated and a requested key that is not consumption-class with C(sam) among its holders is refused; a SAM
+    whose serial is not in the registry, is not active, or is assigned to another city, holder or station is
+    refused right after its serial is read."
+  - Key values never leave the HSM in clear; the APDU trace (O(trace)) carries serials, challenges, cryptograms
+    and MACs only.
+author: tunion-keyops contributors
+extends_documentation_fragment:
+  - tunion.keymgmt.pkcs11
+options:
+  user_pin:
+    required: true
+  readers:
+    description: PC/SC reader names or shell patterns; every matching reader is processed in parallel.
+    type: list
+    elements: str
+    default: ["*"]
+  catalogue:
+    description: The key catalogue (validated before anything else happens).
+    type: list
+    elements: dict
+    required: true
+  keys:
+    description:
+      - Key types (and optionally versions) to load. Default - every catalogue type a SAM may hold, at its
+        highest version valid today. Each is checked against 第二条(四) before any reader is touched.
+    type: list
+    elements: dict
+    suboptions:
+      key:
+        description: Catalogue key type name, for example V(purchase).
+        type: str
+        required: true
+      version:
+        description: Key version; default the highest valid today.
+        type: int
+  sam_issuer_label:
+    description: Label of the SAM issuer master key; each SAM's master key is diversified from it by serial.
+    type: str
+    default: internal.sam_issuer.v01.province
+  batch_kek_label:
+    description: Label of the trusted batch transport KEK the SAMs were manufactured with (docs/sam-profile.md).
+    type: str
+    default: internal.sam_transport.v01.province
+  registry:
+    description: Path of the SAM registry CSV (desired assignments) on the managed node.
+    type: path
+    required: true
+  observed_db:
+    description: Path of the observed-registry SQLite database on the SAM station.
+    type: path
+    required: true
+  station:
+    description: Name of this SAM station, recorded with every load and compared with the registry's C(station).
+    type: str
+    required: true
+  operator:
+    description: Who runs the injection, recorded with every load.
+    type: str
+    required: true
+  city_code:
+    description: Only SAMs assigned to this city are accepted; others are refused.
+    type: str
+  holder:
+    description: Only SAMs assigned to this holder (transport company or agent) are accepted.
+    type: str
+  max_sams:
+    description: Stop after this many SAMs (0 - no limit).
+    type: int
+    default: 0
+  idle_timeout:
+    description: A reader is finished when no new SAM is presented in it for this many seconds.
+    type: float
+    default: 3.0
+  advance:
+    description:
+      - End each SAM's session with a reset, which tells a personalisation machine to take the SAM out and present
+        the next. V(false) processes only the SAM currently in each reader. Defaults to V(false) in check mode.
+    type: bool
+  test_card:
+    description: Test card data for the functional verification (hex); see DEFAULT_TEST_CARD in module_utils.
+    type: dict
+  trace:
+    description: Return the APDU trace (cryptograms and MACs only, never key values).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    details: Reads each SAM's serial and key slots and reports what would be loaded; sends no key and no
+      authentication, and records nothing.
+  diff_mode:
+    support: full
+requirements:
+  - pyscard and a running pcscd on the managed node
+"""
+
+EXAMPLES = r"""
+- name: Load the purchase key into every SAM the machine presents
+  tunion.keymgmt.sam_inject:
+    token_label: "{{ hsm_token_label }}"
+    user_pin: "{{ hsm_user_pin }}"
+    catalogue: "{{ key_catalogue }}"
+    keys: [{key: purchase}]
+    registry: "{{ sam_registry_csv }}"
+    observed_db: "{{ sam_observed_db }}"
+    station: "{{ inventory_hostname }}"
+    operator: "{{ sam_operator }}"
+  register: injected
+"""
+
+RETURN = r"""
+sams:
+  description: One entry per SAM handled.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    serial: {description: SAM serial (20 hex digits)., type: str}
+    reader: {description: Reader it was in., type: str}
+    status: {description: "loaded, unchanged, would_load, refused or failed.", type: str}
+    keys_loaded: {description: Keys written in this run (type.vVV)., type: list}
+    keys_verified: {description: Keys whose MAC1 matched the HSM's, and were recorded., type: list}
+    keys_to_load: {description: Keys found missing or unverified., type: list}
+    error: {description: Why the SAM failed or was refused., type: str}
+    apdus: {description: APDUs exchanged with this SAM., type: int}
+summary:
+  description: Count of SAMs per status, and the total.
+  returned: always
+  type: dict
+  sample: {total: 200, loaded: 200}
+sams_per_minute:
+  description: Throughput of the batch.
+  returned: always
+  type: float
+trace:
+  description: APDU trace (only with O(trace)); cryptograms and MACs only.
+  returned: when trace is true
+  type: list
+  elements: str
+"""
+
+import time
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import HAS_PKCS11, PKCS11_IMPORT_ERROR, HsmError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm_module import pkcs11_argument_spec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_apdu import HAS_PYSCARD, PYSCARD_IMPORT_ERROR, SamError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_injection import PolicyError, inject
+from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_registry import RegistryError
+
+
+def main() -> None:
+    spec = pkcs11_argument_spec()
+    spec["user_pin"]["required"] = True
+    spec.update(
+        readers={"type": "list", "elements": "str", "default": ["*"]},
+        catalogue={"type": "list", "elements": "dict", "required": True},
+        keys={
+            "type": "list",
+            "elements": "dict",
+            "options": {"key": {"type": "str", "required": True}, "version": {"type": "int"}},
+        },
+        sam_issuer_label={"type": "str", "default": "internal.sam_issuer.v01.province"},
+        batch_kek_label={"type": "str", "default": "internal.sam_transport.v01.province"},
+        registry={"type": "path", "required": True},
+        observed_db={"type": "path", "required": True},
+        station={"type": "str", "required": True},
+        operator={"type": "str", "required": True},
+        city_code={"type": "str"},
+        holder={"type": "str"},
+        max_sams={"type": "int", "default": 0},
+        idle_timeout={"type": "float", "default": 3.0},
+        advance={"type": "bool"},
+        test_card={"type": "dict"},
+        trace={"type": "bool", "default": False},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    if not HAS_PKCS11:
+        module.fail_json(msg=missing_required_lib("python-pkcs11"), exception=PKCS11_IMPORT_ERROR)
+    if not HAS_PYSCARD:
+        module.fail_json(msg=missing_required_lib("pyscard"), exception=PYSCARD_IMPORT_ERROR)
+    p = module.params
+    t0 = time.monotonic()
+    try:
+        result: dict[str, Any] = inject(p, check_mode=module.check_mode)
+    except (PolicyError, RegistryError) as exc:
+        module.fail_json(msg=str(exc), apdus_sent=0, errors=getattr(exc, "errors", [str(exc)]))
+    except (HsmError, SamError) as exc:
+        module.fail_json(msg=str(exc))
+    elapsed = max(time.monotonic() - t0, 1e-6)
+    result["sams_per_minute"] = round(result["summary"]["total"] * 60 / elapsed, 1)
+    if module._diff:
+        result["diff"] = {
+            "before": {s["serial"]: s.get("keys_verified", []) for s in result["sams"] if s["status"] == "unchanged"},
+            "after": {s["serial"]: s.get("keys_to_load", []) for s in result["sams"]},
+        }
+    bad = [s for s in result["sams"] if s["status"] in ("failed", "refused")]
+    if bad:
+        lines = [f"{s['serial']} ({s['reader']}): {s['status']}: {s.get('error', '')}" for s in bad[:10]]
+        more = f"; and {len(bad) - 10} more" if len(bad) > 10 else ""
+        module.fail_json(
+            msg=f"{len(bad)} of {len(result['sams'])} SAMs not loaded: " + "; ".join(lines) + more, **result
+        )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
