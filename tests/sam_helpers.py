@@ -6,8 +6,9 @@ SAM manufacturing is the province's pre-personalisation of blank SAMs: the HSM d
 from the SAM issuer key and wraps it (RSA-OAEP) under the manufacturer's key; the SO exports the trusted batch
 transport KEK the same way. The emulator (the manufacturer and the SAMs) unwraps them. No clear key is handled here.
 
-CLI for the lab and the bench:
-    .venv/bin/python tests/sam_helpers.py manufacture --count 200 --first 44010000000000000001 --city 440100
+CLI (run as the province's unix user, so the token files stay theirs; serials on stdin, JSON out):
+    runuser -u tunion-province -- env SOFTHSM2_CONF=... .venv/bin/python tests/sam_helpers.py blobs --key <hex>
+    (stdin: {"user_pin", "so_pin", "serials"})
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as _dt
+import json
 import os
 import subprocess
 import sys
@@ -27,21 +29,21 @@ for p in (REPO / "collections", REPO, REPO / "tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from hsm_helpers import SO_PIN, TEST_COMPONENTS, USER_PIN, kcv_des3  # noqa: E402, F401
-
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import (  # noqa: E402
+from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import (
     HsmToken,
     KeyPolicy,
     hsm_session,
     key_id,
     key_label,
 )
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_crypto import (  # noqa: E402
+from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_crypto import (
     ensure_batch_kek,
     export_batch_kek,
     manufacture_master_keys,
 )
-from tunion_lab.sam_emulator.client import EmulatorClient  # noqa: E402
+from hsm_helpers import SO_PIN, TEST_COMPONENTS, USER_PIN, kcv_des3  # noqa: F401
+
+from tunion_lab.sam_emulator.client import EmulatorClient
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 ISSUER_LABEL = key_label("internal", "sam_issuer", 1)
@@ -49,6 +51,7 @@ BATCH_KEK_LABEL = key_label("internal", "sam_transport", 1)
 BATCH_KEK_CODE = 0x33
 LAB_DIR = Path(os.environ.get("TUNION_LAB_DIR", REPO / ".lab"))
 TEST_CITY = "440100"
+PROVINCE_USER = "tunion-province"
 
 #: a catalogue for tests on a throw-away token: the lab's purchase key (tests-only, known components), a recharge
 #: key that must never reach a SAM, and the SAM issuer key
@@ -113,6 +116,37 @@ def provision_test_keys(tok: HsmToken, cities: list[str]) -> None:
     tok.generate_secret("3DES-2KEY", ISSUER_LABEL, key_id("internal", 0x31, 1), pol)
 
 
+def manufacture_blobs(
+    serials: list[str], manufacturer_der: bytes, *, library: str = SOFTHSM, token_label: str, user_pin: str, so_pin: str
+) -> dict[str, Any]:
+    """The province's side of manufacturing: each SAM's master key and the batch KEK, wrapped for the manufacturer."""
+    with hsm_session(library, token_label, None, so_pin=so_pin) as so:
+        ensure_batch_kek(so, BATCH_KEK_LABEL, key_id("internal", BATCH_KEK_CODE, 1))
+        kek_blob = export_batch_kek(so, BATCH_KEK_LABEL, manufacturer_der)
+    with hsm_session(library, token_label, user_pin, rw=False) as tok:
+        blobs = manufacture_master_keys(tok, ISSUER_LABEL, manufacturer_der, serials)
+    return {
+        "batch_kek": kek_blob.hex(),
+        "sams": [{"serial": s, "mk": b.hex()} for s, b in zip(serials, blobs, strict=True)],
+    }
+
+
+def queue(
+    client: EmulatorClient,
+    made: dict[str, Any],
+    *,
+    reader: int | None = None,
+    faults: dict[str, Any] | None = None,
+    serials: list[str] | None = None,
+) -> None:
+    """Queue manufactured SAMs (or, with ``serials``, SAMs the emulator already knows) in the hoppers."""
+    if serials is not None:
+        client.insert([{"serial": s, "reader": reader, "faults": faults} for s in serials])
+        return
+    sams = [dict(s, reader=reader, faults=faults) for s in made["sams"]]
+    client.insert(sams, batch_kek=made["batch_kek"])
+
+
 def manufacture(
     client: EmulatorClient,
     serials: list[str],
@@ -123,21 +157,50 @@ def manufacture(
     so_pin: str,
     reader: int | None = None,
     faults: dict[str, Any] | None = None,
-    insert: bool = True,
 ) -> dict[str, Any]:
-    """Manufacture SAMs for ``serials`` (new ones only) and queue them in the emulator's hoppers."""
-    der = client.manufacturer_key()
-    with hsm_session(library, token_label, None, so_pin=so_pin) as so:
-        ensure_batch_kek(so, BATCH_KEK_LABEL, key_id("internal", BATCH_KEK_CODE, 1))
-        kek_blob = export_batch_kek(so, BATCH_KEK_LABEL, der)
-    with hsm_session(library, token_label, user_pin, rw=False) as tok:
-        blobs = manufacture_master_keys(tok, ISSUER_LABEL, der, serials)
-    sams = [
-        {"serial": s, "mk": b.hex(), "reader": reader, "faults": faults} for s, b in zip(serials, blobs, strict=True)
-    ]
-    if insert:
-        client.insert(sams, batch_kek=kek_blob.hex())
-    return {"sams": sams, "batch_kek": kek_blob.hex()}
+    """Manufacture SAMs for ``serials`` in this process's token and queue them in the emulator's hoppers."""
+    made = manufacture_blobs(
+        serials, client.manufacturer_key(), library=library, token_label=token_label, user_pin=user_pin, so_pin=so_pin
+    )
+    queue(client, made, reader=reader, faults=faults)
+    return made
+
+
+def manufacture_as_province(serials: list[str], manufacturer_der: bytes, lab_dir: Path = LAB_DIR) -> dict[str, Any]:
+    """Manufacture from the lab province token, as its unix user (token files must stay theirs)."""
+    home = lab_dir / "nodes" / PROVINCE_USER
+    pins = lab_dir / "secrets" / "hsm-pins"
+    out = subprocess.run(
+        [
+            "runuser",
+            "-u",
+            PROVINCE_USER,
+            "--",
+            "env",
+            f"SOFTHSM2_CONF={home / '.config' / 'softhsm2' / 'softhsm2.conf'}",
+            f"HOME={home}",
+            str(REPO / ".venv" / "bin" / "python"),
+            str(REPO / "tests" / "sam_helpers.py"),
+            "blobs",
+            "--key",
+            manufacturer_der.hex(),
+        ],
+        # the PIN files are root's (0600): the PINs reach the child on its stdin, never on a command line
+        input=json.dumps(
+            {
+                "user_pin": (pins / f"{PROVINCE_USER}.user").read_text().strip(),
+                "so_pin": (pins / f"{PROVINCE_USER}.so").read_text().strip(),
+                "serials": serials,
+            }
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd="/",
+    )
+    if out.returncode:
+        raise RuntimeError(f"manufacturing failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout)
 
 
 def serials(count: int, first: str = "44010000000000000001") -> list[str]:
@@ -192,20 +255,17 @@ def today() -> str:
 
 
 def main() -> int:
+    """``blobs --key HEX``, stdin ``{"user_pin", "so_pin", "serials"}``: prints the manufacturing JSON."""
     ap = argparse.ArgumentParser(description="Manufacture emulated SAMs from the province token (lab only)")
-    ap.add_argument("cmd", choices=["manufacture"])
-    ap.add_argument("--count", type=int, default=10)
-    ap.add_argument("--first", default="44010000000000000001")
+    ap.add_argument("cmd", choices=["blobs"])
+    ap.add_argument("--key", required=True, help="the manufacturer's RSA public key, PKCS#1 DER in hex")
     ap.add_argument("--token-label", default="tunion-province")
-    ap.add_argument("--pin-dir", default=str(LAB_DIR / "secrets" / "hsm-pins"))
     a = ap.parse_args()
-    pins = Path(a.pin_dir)
-    user_pin = (pins / f"{a.token_label}.user").read_text().strip()
-    so_pin = (pins / f"{a.token_label}.so").read_text().strip()
-    ensure_emulator()
-    with EmulatorClient(emulator_socket()) as c:
-        manufacture(c, serials(a.count, a.first), token_label=a.token_label, user_pin=user_pin, so_pin=so_pin)
-    print(f"{a.count} SAMs manufactured and queued")
+    req = json.load(sys.stdin)
+    made = manufacture_blobs(
+        req["serials"], bytes.fromhex(a.key), token_label=a.token_label, user_pin=req["user_pin"], so_pin=req["so_pin"]
+    )
+    print(json.dumps(made))
     return 0
 
 

@@ -236,3 +236,33 @@ class PcscContext:
 
     def close(self) -> None:
         scard.SCardReleaseContext(self.ctx)
+
+
+def read_sams(pc: PcscContext, readers: list[str], attempts: int = 3) -> tuple[list[dict[str, Any]], list[str]]:
+    """Serial, terminal and key slots of the SAM in each reader (left in place). Returns (sams, empty readers)."""
+    sams: list[dict[str, Any]] = []
+    empty: list[str] = []
+    for reader in readers:
+        for attempt in range(attempts):
+            ch = pc.connect(reader)
+            if ch is None:
+                if attempt + 1 < attempts:
+                    pc.wait_for_card(reader, 0.5)
+                    continue
+                empty.append(reader)
+                break
+            try:
+                ch.select()
+                ident = ch.identity()
+            except CardGone:
+                continue  # a garbled exchange: read again
+            except StatusWordError:
+                empty.append(reader)  # a card, but not a TUnion PSAM
+                break
+            finally:
+                pc.release(ch, advance=False)
+            sams.append({"reader": reader, **ident.as_dict()})
+            break
+        else:
+            empty.append(reader)
+    return sams, empty

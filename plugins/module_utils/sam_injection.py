@@ -330,10 +330,12 @@ def run_batch(  # noqa: PLR0915 - one reader loop, kept in one place
     trace: list[str] | None = None,
     context: Callable[[], PcscContext] = PcscContext,
     reader_errors: list[str] | None = None,
+    timing: dict[str, float] | None = None,
 ) -> list[SamResult]:
     """Process the SAMs presented in ``readers``, one thread per reader, until each reader has been empty (or held
     only SAMs already handled) for ``idle_timeout`` seconds, or ``max_sams`` SAMs were handled."""
     results: list[SamResult] = []
+    stats: dict[str, float] = {"start": time.monotonic()}
     lock = threading.Lock()
     errors: list[str] = []
     if reader_errors is None:
@@ -382,6 +384,7 @@ def run_batch(  # noqa: PLR0915 - one reader loop, kept in one place
                 last = time.monotonic()
                 with lock:
                     results.append(res)
+                    stats["last_done"] = last
                 if not advance:
                     return
         finally:
@@ -394,6 +397,8 @@ def run_batch(  # noqa: PLR0915 - one reader loop, kept in one place
         t.join()
     if errors and not results:
         raise SamError("; ".join(sorted(set(errors))))
+    if timing is not None:  # the batch's working time: first SAM in to last SAM done (not the final idle wait)
+        timing["seconds"] = stats.get("last_done", stats["start"]) - stats["start"]
     return _last_attempts(results)
 
 
@@ -451,10 +456,12 @@ def inject(p: Mapping[str, Any], *, check_mode: bool = False) -> dict[str, Any]:
                 test_card=p.get("test_card"),
             )
             reader_errors: list[str] = []
+            timing: dict[str, float] = {}
             results = run_batch(
                 injector,
                 readers,
                 reader_errors=reader_errors,
+                timing=timing,
                 max_sams=p.get("max_sams") or 0,
                 idle_timeout=float(p.get("idle_timeout") or 3.0),
                 advance=bool(advance),
@@ -469,6 +476,8 @@ def inject(p: Mapping[str, Any], *, check_mode: bool = False) -> dict[str, Any]:
         "summary": summarise(results),
         "readers": readers,
         "reader_errors": reader_errors[:50],
+        "batch_seconds": round(timing.get("seconds", 0.0), 3),
+        "sams_per_minute": round(len(results) * 60 / timing["seconds"], 1) if timing.get("seconds") else 0.0,
         "keys": [{"key": k.key_type, "version": k.version} for k in plans],
     }
     if trace is not None:

@@ -147,14 +147,17 @@ class Observed:
     """What was loaded and verified, per SAM (SQLite, WAL)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(p), timeout=30, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
-        if p.stat().st_mode & 0o077:
-            p.chmod(0o600)
+        p = Path(path).expanduser()
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.db = sqlite3.connect(str(p), timeout=30, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+            if p.stat().st_mode & 0o077:
+                p.chmod(0o600)
+        except (OSError, sqlite3.Error) as exc:
+            raise RegistryError([f"cannot open the observed SAM registry {p}: {exc}"]) from None
 
     def close(self) -> None:
         self.db.close()

@@ -149,9 +149,18 @@ summary:
   type: dict
   sample: {total: 200, loaded: 200}
 sams_per_minute:
-  description: Throughput of the batch.
+  description: Throughput of the batch, over its working time (first SAM in to last SAM done).
   returned: always
   type: float
+batch_seconds:
+  description: The batch's working time in seconds.
+  returned: always
+  type: float
+reader_errors:
+  description: Transient reader problems met before a SAM's serial could be read (each was retried).
+  returned: always
+  type: list
+  elements: str
 trace:
   description: APDU trace (only with O(trace)); cryptograms and MACs only.
   returned: when trace is true
@@ -159,7 +168,6 @@ trace:
   elements: str
 """
 
-import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -201,15 +209,12 @@ def main() -> None:
     if not HAS_PYSCARD:
         module.fail_json(msg=missing_required_lib("pyscard"), exception=PYSCARD_IMPORT_ERROR)
     p = module.params
-    t0 = time.monotonic()
     try:
         result: dict[str, Any] = inject(p, check_mode=module.check_mode)
     except (PolicyError, RegistryError) as exc:
         module.fail_json(msg=str(exc), apdus_sent=0, errors=getattr(exc, "errors", [str(exc)]))
     except (HsmError, SamError) as exc:
         module.fail_json(msg=str(exc))
-    elapsed = max(time.monotonic() - t0, 1e-6)
-    result["sams_per_minute"] = round(result["summary"]["total"] * 60 / elapsed, 1)
     if module._diff:
         result["diff"] = {
             "before": {s["serial"]: s.get("keys_verified", []) for s in result["sams"] if s["status"] == "unchanged"},
