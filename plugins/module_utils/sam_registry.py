@@ -72,8 +72,11 @@ class Registry:
         p = Path(path)
         if not p.exists():
             raise RegistryError([f"{p} does not exist; the registry is a CSV with columns {', '.join(COLUMNS)}"])
-        with p.open(newline="", encoding="utf-8") as f:
-            return cls.parse(f, str(p))
+        try:
+            with p.open(newline="", encoding="utf-8") as f:
+                return cls.parse(f, str(p))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise RegistryError([f"cannot read the SAM registry {p}: {exc}"]) from None
 
     @classmethod
     def parse(cls, lines: Iterable[str], source: str = "registry") -> Registry:

@@ -66,6 +66,7 @@ class ReaderSlot(threading.Thread):
         self.hopper: deque[Feed] = deque()
         self.cond = threading.Condition()
         self.present: str | None = None
+        self.card_now: PsamCard | None = None
         self.stopping = False
         self.sock: socket.socket | None = None
 
@@ -135,7 +136,9 @@ class ReaderSlot(threading.Thread):
             if self.sock is None:
                 self._connect()
             self.present = feed.serial
+            self.card_now = card
             outcome, keep_socket = self._serve(card)
+            self.card_now = None
             self.emu.record(self.index, feed.serial, card.apdus, outcome)
             if not keep_socket:
                 self._pull()
@@ -193,6 +196,12 @@ class ReaderSlot(threading.Thread):
         with self.cond:
             self.hopper.extend(feeds)
             self.cond.notify_all()
+
+    def eject(self) -> None:
+        """Pull the SAM out of the reader (the feeder then moves on to its hopper)."""
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
 
     def stop(self) -> None:
         self.stopping = True
@@ -267,7 +276,14 @@ class Emulator:
         return {
             "ok": True,
             "readers": [
-                {"index": r.index, "port": r.port, "present": r.present, "queued": len(r.hopper)} for r in self.readers
+                {
+                    "index": r.index,
+                    "port": r.port,
+                    "present": r.present,
+                    "apdus": r.card_now.apdus if r.card_now else 0,
+                    "queued": len(r.hopper),
+                }
+                for r in self.readers
             ],
             "handled": len(self.history),
         }
@@ -280,9 +296,12 @@ class Emulator:
         return {"ok": True, "history": out}
 
     def op_clear(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Empty the hoppers; with ``eject``, also pull out the SAMs in the readers."""
         for r in self.readers:
             with r.cond:
                 r.hopper.clear()
+            if req.get("eject"):
+                r.eject()
         return {"ok": True}
 
     def op_wait_idle(self, req: dict[str, Any]) -> dict[str, Any]:

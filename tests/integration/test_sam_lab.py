@@ -1,0 +1,268 @@
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""SAM injection in the lab: emulated PSAMs in the vpcd readers, the province token, inject_sams.yml over SSH.
+
+Must show (issue 5): 200 SAMs over 4 readers all loaded, and a plain pyscard script outside the project gets from
+each the MAC1 an independent computation expects; refusals (recharge key, unregistered SAM) before any key APDU; a
+SAM pulled out after 5 APDUs ends failed and is completed by the next run without duplicates; the tests-only
+purchase key never appears in -vvv output, logs or lab files.
+
+TUNION_SAM_READERS / TUNION_SAM_SLOTS narrow the readers (pattern) and emulator slots (indices) when some of the
+lab's readers are out of order; by default all four are used.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import LAB_DIR, REPO, find_in_lab_files, run_playbook, secret_forms
+from tests.hsm_helpers import TEST_COMPONENTS, clear_test_key, kcv_des3, pboc_diversify
+from tests.sam_helpers import (
+    PROVINCE_USER,
+    EmulatorClient,
+    emulator_socket,
+    ensure_emulator,
+    manufacture_as_province,
+    queue,
+    stop_emulator,
+    write_registry,
+)
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+READERS = os.environ.get("TUNION_SAM_READERS", "TUnion Lab VPCD *")
+SLOTS = [int(x) for x in os.environ.get("TUNION_SAM_SLOTS", "0,1,2,3").split(",")]
+CITIES = ["440100", "440300", "440400", "440600"]
+N = 200
+RULE = "第二条(四)"
+TEST_CARD = {
+    "serial": "4401000000000001",
+    "random": "1A2B3C4D",
+    "counter": "0001",
+    "amount": "00000001",
+    "type": "06",
+    "datetime": "20250101120000",
+}
+
+
+def city_key(city: str) -> bytes:
+    return pboc_diversify(clear_test_key("purchase"), bytes.fromhex(city.rjust(16, "0")))
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[EmulatorClient]:
+    if not (LAB_DIR / "nodes" / PROVINCE_USER).exists():
+        pytest.fail("the lab is not up: run bin/lab up, then playbooks/site.yml (provision_hsm, issue_keys)")
+    started = ensure_emulator()
+    client = EmulatorClient(emulator_socket())
+    client.call("clear", eject=True)
+    yield client
+    client.call("clear", eject=True)
+    client.close()
+    if started:
+        stop_emulator()
+
+
+class Station:
+    """Registry and observed DB of this test module, readable and writable by the SAM station's user."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.stamp = f"{int(time.time()) & 0xFFFF:04X}"
+        self.registry = root / "sam_registry.csv"
+        self.observed = root / "observed.db"
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def serial(self, city: str, n: int) -> str:
+        return f"44{city}{self.stamp}{n:08X}"
+
+    def register(self, serials: list[str], city: str, holder: str) -> None:
+        self.rows += [(s, city, holder, "active") for s in serials]
+        write_registry(self.registry, self.rows)
+        os.chmod(self.registry, 0o644)
+
+    def extra_vars(self, **more: Any) -> str:
+        v = {
+            "sam_registry_csv": str(self.registry),
+            "sam_observed_db": str(self.observed),
+            "sam_readers": [READERS],
+            "sam_idle_timeout": 2,
+            "sam_trace": True,
+        }
+        v.update(more)
+        return json.dumps(v)
+
+    def loaded_rows(self, serial: str | None = None) -> list[tuple[Any, ...]]:
+        db = sqlite3.connect(str(self.observed))
+        try:
+            if serial:
+                return db.execute(
+                    "SELECT serial, key_type, version, kcv FROM sam_keys WHERE serial = ?", (serial,)
+                ).fetchall()
+            return db.execute("SELECT serial, key_type, version, kcv, city_code FROM sam_keys").fetchall()
+        finally:
+            db.close()
+
+
+@pytest.fixture(scope="module")
+def station() -> Iterator[Station]:
+    """A directory in the SAM station user's home (its own files, as on a real station)."""
+    root = LAB_DIR / "nodes" / PROVINCE_USER / f"sam-test-{os.getpid()}"
+    root.mkdir(mode=0o755)
+    shutil.chown(root, PROVINCE_USER, PROVINCE_USER)
+    yield Station(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def make(emu: EmulatorClient, serials: list[str], **kw: Any) -> None:
+    made = manufacture_as_province(serials, emu.manufacturer_key())
+    for i, sam in enumerate(made["sams"]):
+        queue(emu, {"batch_kek": made["batch_kek"], "sams": [sam]}, reader=kw.get("reader", SLOTS[i % len(SLOTS)]),
+              faults=kw.get("faults"))  # fmt: skip
+
+
+def result_of(stdout: str) -> dict[str, Any]:
+    """The sam_inject task result from ansible-playbook -v/-vvv output (the JSON object after '=> ')."""
+    dec = json.JSONDecoder()
+    pos = stdout.find("=> {")
+    while pos >= 0:
+        try:
+            obj, _ = dec.raw_decode(stdout, pos + 3)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and "summary" in obj and "sams" in obj:
+            return obj
+        pos = stdout.find("=> {", pos + 1)
+    raise AssertionError(f"no sam_inject result in:\n{stdout[-3000:]}")
+
+
+def test_batch_of_200_over_4_readers_and_pyscard_interop(emu: EmulatorClient, station: Station, tmp_path: Path) -> None:
+    serials = [station.serial(c, i) for i in range(N // len(CITIES)) for c in CITIES]
+    for c in CITIES:
+        station.register([s for s in serials if s[2:8] == c], c, f"holder-{c}")
+    make(emu, serials)
+
+    run = run_playbook("inject_sams.yml", "-vvv", "-e", station.extra_vars())
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    res = result_of(run.stdout)
+    assert res["summary"].get("loaded") == N, res["summary"]
+    assert len({s["reader"] for s in res["sams"]}) == len(SLOTS)
+    # observed registry: one verified purchase key per SAM, with the KCV of its city's key
+    rows = station.loaded_rows()
+    assert len(rows) == N and len({r[0] for r in rows}) == N
+    for serial, key_type, version, kcv, city in rows:
+        assert (key_type, version) == ("purchase", 1)
+        assert kcv == kcv_des3(city_key(city)).hex().upper(), serial
+
+    # Interop: each SAM presented again to a plain pyscard script that imports nothing from the project
+    for i, slot in enumerate(SLOTS):
+        queue(emu, {}, serials=serials[i :: len(SLOTS)], reader=slot)
+    cfg = {
+        "purchase_components": TEST_COMPONENTS["purchase"],
+        "cities": {s: s[2:8] for s in serials},
+        "key_version": 1,
+        "readers": [READERS.replace("*", "").strip()],
+        "card": TEST_CARD,
+        "idle_seconds": 3,
+    }
+    (tmp_path / "interop.json").write_text(json.dumps(cfg))
+    script = REPO / "tests" / "interop" / "pyscard_mac1.py"
+    imported = {
+        (n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
+        for n in ast.walk(ast.parse(script.read_text()))
+        if isinstance(n, ast.Import | ast.ImportFrom)
+        for a in n.names
+    }
+    assert imported <= {"__future__", "json", "sys", "threading", "time", "cryptography", "smartcard"}, imported
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "interop.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    report = json.loads(out.stdout)
+    assert report["checked"] == N and report["matched"] == N, report["mismatches"][:3]
+    assert report["serials"] == sorted(serials)
+
+    # Nothing leaks: the tests-only purchase key and the city keys, in any form, at -vvv, in logs and lab files
+    needles = [f for k in [clear_test_key("purchase"), *map(city_key, CITIES)] for f in secret_forms(k)]
+    text = (run.stdout + run.stderr + out.stdout).encode()
+    assert not [n for n in needles if n in text]
+    assert '"trace"' in run.stdout and "80D40100" in run.stdout  # WRITE KEY went over the wire: cryptograms only
+    assert find_in_lab_files(needles) == []
+    assert [p for p in station.root.rglob("*") if p.is_file() and any(n in p.read_bytes() for n in needles)] == []
+
+
+def test_recharge_key_refused_before_any_apdu(emu: EmulatorClient, station: Station) -> None:
+    serial = station.serial("440100", 0x1000)
+    station.register([serial], "440100", "holder-440100")
+    make(emu, [serial], reader=SLOTS[0])
+    emu.call("history", clear=True)
+    run = run_playbook("inject_sams.yml", "-e", station.extra_vars(sam_keys=[{"key": "load"}]))
+    assert run.returncode != 0
+    assert RULE in run.stdout and "refusing to send key 'load'" in run.stdout
+    status = emu.call("status")["readers"][SLOTS[0]]
+    assert status["present"] == serial and status["apdus"] == 0  # the SAM got no APDU at all
+    assert emu.call("history")["history"] == []
+    emu.call("clear", eject=True)
+
+
+def test_unregistered_sam_refused(emu: EmulatorClient, station: Station) -> None:
+    serial = station.serial("440300", 0x2000)  # manufactured, never registered
+    make(emu, [serial], reader=SLOTS[0])
+    emu.call("history", clear=True)
+    run = run_playbook("inject_sams.yml", "-v", "-e", station.extra_vars())
+    assert run.returncode != 0
+    assert f"SAM {serial} is not in the SAM registry" in run.stdout
+    sam = next(s for s in result_of(run.stdout)["sams"] if s["serial"] == serial)
+    assert sam["status"] == "refused" and sam["apdus"] <= 4  # select, EF15, EF16, key slots: no key APDU
+    assert station.loaded_rows(serial) == []
+
+
+def test_removed_after_5_apdus_then_completed(emu: EmulatorClient, station: Station) -> None:
+    serial = station.serial("440400", 0x3000)
+    station.register([serial], "440400", "holder-440400")
+    make(emu, [serial], reader=SLOTS[0], faults={"remove_after": 5})
+    run = run_playbook("inject_sams.yml", "-v", "-e", station.extra_vars())
+    assert run.returncode != 0
+    sam = next(s for s in result_of(run.stdout)["sams"] if s["serial"] == serial)
+    assert sam["status"] == "failed" and not sam.get("keys_verified")
+    assert station.loaded_rows(serial) == []  # nothing unverified is recorded
+
+    queue(emu, {}, serials=[serial], reader=SLOTS[0])  # the operator puts it back in
+    run = run_playbook("inject_sams.yml", "-v", "-e", station.extra_vars())
+    assert run.returncode == 0, run.stdout[-3000:]
+    sam = next(s for s in result_of(run.stdout)["sams"] if s["serial"] == serial)
+    assert sam["status"] == "loaded" and sam["keys_verified"] == ["purchase.v01"]
+    assert len(station.loaded_rows(serial)) == 1
+
+    queue(emu, {}, serials=[serial], reader=SLOTS[0])  # a third time: already there, nothing to do
+    run = run_playbook("inject_sams.yml", "-v", "-e", station.extra_vars())
+    assert run.returncode == 0 and run.changed == 0
+    assert next(s for s in result_of(run.stdout)["sams"] if s["serial"] == serial)["status"] == "unchanged"
+    assert len(station.loaded_rows(serial)) == 1
+
+
+def test_check_mode_reports_and_changes_nothing(emu: EmulatorClient, station: Station) -> None:
+    serial = station.serial("440600", 0x4000)
+    station.register([serial], "440600", "holder-440600")
+    make(emu, [serial], reader=SLOTS[0])
+    run = run_playbook("inject_sams.yml", "--check", "-v", "-e", station.extra_vars())
+    assert run.returncode == 0, run.stdout[-3000:]
+    sam = next(s for s in result_of(run.stdout)["sams"] if s["serial"] == serial)
+    assert sam["status"] == "would_load" and sam["keys_to_load"] == ["purchase.v01"]
+    assert station.loaded_rows(serial) == []
+    emu.call("clear", eject=True)
