@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,17 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import (
     key_id,
     key_label,
 )
+from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_apdu import CardGone, SamChannel
 from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_crypto import (
     ensure_batch_kek,
     export_batch_kek,
     manufacture_master_keys,
 )
-from hsm_helpers import SO_PIN, TEST_COMPONENTS, USER_PIN, kcv_des3  # noqa: F401
+from hsm_helpers import SO_PIN, TEST_COMPONENTS, USER_PIN, kcv_des3
 
+from tunion_lab.sam_emulator.card import Faults, PsamCard
 from tunion_lab.sam_emulator.client import EmulatorClient
+from tunion_lab.sam_emulator.store import StateStore
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 ISSUER_LABEL = key_label("internal", "sam_issuer", 1)
@@ -271,3 +275,80 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------------------------------------- in-process readers
+class FakeChannel(SamChannel):
+    """A SamChannel wired straight to an emulated card (the emulator's card logic, without pcscd or vpcd)."""
+
+    def __init__(self, bank: FakeReaders, reader: str, card: PsamCard, trace: list[str] | None) -> None:
+        super().__init__(reader, None, None, trace)
+        self.bank = bank
+        self.card = card
+
+    def _exchange(self, apdu: bytes, what: str) -> list[int]:
+        self.bank.apdus += 1
+        f = self.card.faults
+        if f.remove_after and self.card.apdus >= f.remove_after:
+            self.bank.pull(self.reader, self.card)
+            raise CardGone(f"{what}: the SAM left reader {self.reader!r}")
+        return list(self.card.process(apdu))
+
+
+class FakeReaders:
+    """Readers with hoppers of emulated SAMs; ``context()`` is a PcscContext stand-in for run_batch."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.hoppers: dict[str, deque[PsamCard]] = {n: deque() for n in names}
+        self.apdus = 0
+
+    def insert(self, reader: str, card: PsamCard) -> None:
+        self.hoppers[reader].append(card)
+
+    def pull(self, reader: str, card: PsamCard) -> None:
+        if self.hoppers[reader] and self.hoppers[reader][0] is card:
+            self.hoppers[reader].popleft()
+
+    def context(self) -> FakeContext:
+        return FakeContext(self)
+
+
+class FakeContext:
+    def __init__(self, bank: FakeReaders) -> None:
+        self.bank = bank
+
+    def readers(self, patterns: list[str] | None = None) -> list[str]:
+        return list(self.bank.hoppers)
+
+    def connect(self, reader: str, trace: list[str] | None = None) -> SamChannel | None:
+        hopper = self.bank.hoppers[reader]
+        if not hopper:
+            return None
+        hopper[0].power_on()
+        return FakeChannel(self.bank, reader, hopper[0], trace)
+
+    def wait_for_card(self, reader: str, timeout: float) -> None:
+        time.sleep(min(timeout, 0.01))
+
+    def release(self, channel: SamChannel, advance: bool) -> None:
+        assert isinstance(channel, FakeChannel)
+        if advance:
+            self.bank.pull(channel.reader, channel.card)
+
+    def close(self) -> None:
+        pass
+
+
+def make_cards(
+    store: StateStore, serials: list[str], *, token_label: str, faults: dict[str, Any] | None = None
+) -> list[PsamCard]:
+    """Manufacture SAMs from a test token into ``store`` (RSA-OAEP path) and return them as cards."""
+    made = manufacture_blobs(
+        serials, store.manufacturer_public_key(), token_label=token_label, user_pin=USER_PIN, so_pin=SO_PIN
+    )
+    cards = []
+    for sam in made["sams"]:
+        state = store.load(sam["serial"]) if store.exists(sam["serial"]) else None
+        state = state or store.manufacture(sam["serial"], None, sam["mk"], made["batch_kek"])
+        cards.append(PsamCard(state, store.save, Faults.from_dict(faults)))
+    return cards

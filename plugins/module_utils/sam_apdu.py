@@ -132,12 +132,7 @@ class SamChannel:
         self.apdus += 1
         if self.trace is not None:
             self.trace.append(f"{self.reader} > {apdu.hex().upper()}")
-        hresult, resp = scard.SCardTransmit(self.hcard, self.protocol, list(apdu))
-        if hresult != scard.SCARD_S_SUCCESS or len(resp) < 2:
-            raise CardGone(
-                f"{what}: the SAM left reader {self.reader!r} or stopped answering "
-                f"({scard.SCardGetErrorMessage(hresult)})"
-            )
+        resp = self._exchange(apdu, what)
         if self.trace is not None:
             self.trace.append(f"{self.reader} < {bytes(resp).hex().upper()}")
         sw = (resp[-2] << 8) | resp[-1]
@@ -146,6 +141,15 @@ class SamChannel:
         if length is not None and len(resp) - 2 != length:
             raise CardGone(f"{what}: garbled answer ({len(resp) - 2} bytes, the profile has {length}); retrying")
         return bytes(resp[:-2])
+
+    def _exchange(self, apdu: bytes, what: str) -> list[int]:
+        hresult, resp = scard.SCardTransmit(self.hcard, self.protocol, list(apdu))
+        if hresult != scard.SCARD_S_SUCCESS or len(resp) < 2:
+            raise CardGone(
+                f"{what}: the SAM left reader {self.reader!r} or stopped answering "
+                f"({scard.SCardGetErrorMessage(hresult)})"
+            )
+        return list(resp)
 
     # ------------------------------------------------------------------ profile commands
     def select(self) -> None:
