@@ -559,6 +559,28 @@ def publish_blocks(
     return written
 
 
+def retire_blocks(bao: OpenBao, city: str, keep: Iterable[str], check_mode: bool) -> list[str]:
+    """Destroy (every version and the metadata) the city's blocks that are no longer granted: a retired or revoked
+    key version, or a grant taken away. Returns the names removed."""
+    return remove_blocks(bao, city, set(bao.kv_list(MOUNT, city_path(city, "blocks"))) - set(keep), check_mode)
+
+
+def remove_blocks(bao: OpenBao, city: str, names: Iterable[str], check_mode: bool) -> list[str]:
+    """Destroy these blocks of the city, if present (every version and the metadata). Returns the names removed."""
+    present = set(bao.kv_list(MOUNT, city_path(city, "blocks")))
+    gone = sorted(set(names) & present)
+    for name in gone:
+        if not check_mode:
+            path = city_path(city, f"blocks/{name}")
+            bao.call(
+                f"destroying {MOUNT}/{path}",
+                bao.client.secrets.kv.v2.delete_metadata_and_all_versions,
+                path,
+                mount_point=MOUNT,
+            )
+    return gone
+
+
 def parse_targets(raw: Iterable[dict[str, Any]]) -> list[CityTarget]:
     targets = []
     for entry in raw:
@@ -656,15 +678,19 @@ def publish_for_cities(
                     hsm, ops=ops, index=index, target=target, kek_kcv=envelope["kek_kcv"], issuer=issuer
                 )
                 written = publish_blocks(bao, target.city, blocks, check_mode)
+                retired = retire_blocks(bao, target.city, blocks, check_mode)
                 report[target.city]["blocks_written"] = written
-                fresh = not written and report[target.city]["envelope"] == "unchanged"
+                report[target.city]["blocks_retired"] = retired
+                fresh = not written and not retired and report[target.city]["envelope"] == "unchanged"
                 if fresh and city_in_step(bao, target.city, envelope, blocks):
                     in_step.append(target.city)
     for target, _ in to_wrap:
         if target.city not in envelopes:  # check mode: every block would be made under the new KEK
             report[target.city]["blocks_written"] = [block_name(g.key_type, g.version) for g in target.grants]
     return {
-        "changed": any(r["envelope"] != "unchanged" or r["blocks_written"] for r in report.values()),
+        "changed": any(
+            r["envelope"] != "unchanged" or r["blocks_written"] or r.get("blocks_retired") for r in report.values()
+        ),
         "cities": report,
         "awaiting_enrolment": awaiting,
         "in_step": in_step,
@@ -832,16 +858,32 @@ def install_for_city(bao: OpenBao, hsm: HsmToken, city: str, code: str, *, check
     blocks = fetch_blocks(bao, city)
     verified = verify_blocks(hsm, kek=kek, kek_info=kek_info, city=city, city_code=code, blocks=blocks)
     installed = [v.label for v in verified if not v.installed] if check_mode else install_verified(hsm, kek, verified)
+    retired = retire_keys(hsm, code, {v.label for v in verified}, check_mode)
     record = status_record(city, code, kek_info, verified)
     reported = report_status(bao, city, record, check_mode)
     return {
-        "changed": kek_changed or bool(installed) or reported,
+        "changed": kek_changed or bool(installed) or bool(retired) or reported,
         "installed": installed,
+        "retired": retired,
         "keys": record["keys"],
         "kek": kek_info,
         "kek_installed": kek_changed,
         "status_reported": reported,
     }
+
+
+def retire_keys(hsm: HsmToken, city_code: str, keep: set[str], check_mode: bool) -> list[dict[str, str]]:
+    """Destroy the city's granted keys that no block carries any more (a retired, revoked or withdrawn version):
+    every object labelled for this city except its KEKs, its RSA transport pair and the keys of ``keep``. Returns
+    label, object class and KCV of each (never a value)."""
+    from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation import destroy_holder_objects
+
+    return destroy_holder_objects(
+        hsm,
+        holder(city_code),
+        select=lambda name: name.key_type not in (KEK_TYPE, RSA_TYPE) and name.label not in keep,
+        check_mode=check_mode,
+    )
 
 
 def status_record(city: str, city_code: str, kek_info: dict[str, Any] | None, verified: list[VerifiedBlock]) -> dict:

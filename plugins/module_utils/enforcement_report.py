@@ -117,13 +117,33 @@ def build_report(
 
 
 def rotation_lines(rot: dict[str, Any]) -> list[str]:
-    lines = [
-        f"rotation: {r['key_type']} v{r['old_version']} -> v{r['new_version']}, old retired after {r['retire_after']}"
-        for r in rot.get("rotations") or []
-    ]
+    """Rotations in force: who holds the new version (with the province's KCV), who does not yet, retirement."""
+    lines = []
+    for r in rot.get("progress") or rot.get("rotations") or []:
+        old, new = f"v{int(r['old_version']):02x}", f"v{int(r['new_version']):02x}"
+        lines.append(
+            f"rotation: {r['key_type']} {old} -> {new} (because {', '.join(r.get('because') or []) or '?'}), "
+            f"{old} retired after {r['retire_after']}"
+        )
+        if "new_held_by" in r:
+            held, pending = r["new_held_by"], r["new_pending"]
+            kcv = "/".join(r.get("new_kcv") or []) or "-"
+            lines.append(f"  {new} held with the province's KCV {kcv} by {len(held)} of {len(held) + len(pending)}")
+            if pending:
+                lines.append(f"  {new} not yet held by: {', '.join(pending)} (run playbooks/distribute.yml)")
+            if r.get("old_retired"):
+                left = r.get("old_still_reported_by") or []
+                lines.append(f"  {old} retired" + (f"; still reported by {', '.join(left)}" if left else ""))
     lines += [f"rotation needed: {missing}" for missing in rot.get("missing_versions") or []]
-    if rot.get("reload_sams"):
-        lines.append(f"SAMs to reload after rotation: {len(rot['reload_sams'])}")
+    if rot.get("revoked_versions"):
+        lines.append(f"key versions revoked: {', '.join(rot['revoked_versions'])}")
+    if rot.get("rotations"):
+        reload = rot.get("reload_sams") or []
+        lines.append(
+            f"SAMs to reload after rotation: {len(reload)}"
+            + (f" ({', '.join(reload)})" if reload else "")
+            + ("" if reload else " - the rotated keys are not held by SAMs")
+        )
     return ["", *lines] if lines else []
 
 
@@ -250,6 +270,8 @@ def collect(
             "active": f"SAM blacklist v{bl_version} confirmed" if bl_version else "nothing to do",
         }[status]
         entry = _combine(host, [("revoke", results.get("revoke")), ("blacklist", results.get("blacklist"))], what)
+        if status == "active" and entry.get("destroyed"):
+            entry["what"] = f"{what}; retired or revoked key versions destroyed"
         entries.append(entry)
         if status == "active" and bl_version:
             confirmations[host] = (entry["state"], int(entry.get("version") or 0))

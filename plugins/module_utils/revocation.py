@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import HsmError, HsmToken, parse_key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import HsmError, HsmToken, KeyName, parse_key_label
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, OpenBaoError, translated
 
 STATUSES = ("active", "suspended", "revoked")
@@ -426,23 +426,47 @@ def object_label(obj: Any) -> str:
         return ""
 
 
-def holder_objects(hsm: HsmToken, holder: str, key_types: Iterable[str] | None = None) -> list[Any]:
+def holder_objects(
+    hsm: HsmToken,
+    holder: str,
+    key_types: Iterable[str] | None = None,
+    *,
+    select: Callable[[KeyName], bool] | None = None,
+) -> list[Any]:
+    """Objects whose label names ``holder``: optionally only these key types, or those ``select`` accepts."""
     types = set(key_types or [])
     found = []
     for obj in hsm.list_keys():
         name = parse_key_label(object_label(obj))
-        if name and name.holder == holder and (not types or name.key_type in types):
+        if name and name.holder == holder and (not types or name.key_type in types) and (not select or select(name)):
             found.append(obj)
     return found
 
 
+def is_key_version(name: str) -> bool:
+    return bool(_KEY_VERSION_RE.match(str(name)))
+
+
+def version_selector(key_versions: Iterable[str]) -> Callable[[KeyName], bool]:
+    """Accepts the objects of these key versions ('<type>.v<VV>', as in statuses and block names)."""
+    wanted = set(key_versions)
+    return lambda name: f"{name.key_type}.v{name.version:02x}" in wanted
+
+
 def destroy_holder_objects(
-    hsm: HsmToken, holder: str, *, key_types: Iterable[str] | None = None, check_mode: bool
+    hsm: HsmToken,
+    holder: str,
+    *,
+    key_types: Iterable[str] | None = None,
+    select: Callable[[KeyName], bool] | None = None,
+    check_mode: bool,
 ) -> list[dict[str, str]]:
-    """Destroy every object whose label names ``holder`` (optionally only these key types). Returns what went:
-    label, object class and, for secret keys, the KCV (computed in the HSM before destruction; never a value)."""
+    """Destroy every object whose label names ``holder`` (optionally only these key types, or those ``select``
+    accepts). Returns what went: label, object class and, for secret keys, the KCV (computed in the HSM before
+    destruction; never a value)."""
     destroyed: list[dict[str, str]] = []
-    for obj in sorted(holder_objects(hsm, holder, key_types), key=lambda o: (o.label, int(o.object_class))):
+    chosen = holder_objects(hsm, holder, key_types, select=select)
+    for obj in sorted(chosen, key=lambda o: (o.label, int(o.object_class))):
         entry = {"label": obj.label, "object_class": obj.object_class.name.lower()}
         if obj.object_class.name == "SECRET_KEY":
             try:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation_rotation as rot
 from ansible_collections.tunion.keymgmt.plugins.module_utils.catalogue import CatalogueError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution import DistributionError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import HsmError
@@ -19,7 +20,15 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import (
     OpenBao,
     OpenBaoError,
 )
-from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation import RevocationError, Universe
+from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation import (
+    KINDS,
+    RevocationError,
+    Status,
+    Universe,
+    city_status,
+    desired_statuses,
+    read_recorded,
+)
 from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_registry import Registry, RegistryError
 
 ERRORS = (OpenBaoError, DistributionError, KeyBlockError, HsmError, RevocationError, RegistryError, CatalogueError)
@@ -46,6 +55,61 @@ def universe(cities: dict[str, str], registry: Registry | None, catalogue: list[
         f"{entry['name']}.v{int(v['version']):02x}" for entry in (catalogue or []) for v in entry.get("versions") or []
     }
     return Universe(cities={k: str(v) for k, v in cities.items()}, holders=holders, sams=sams, key_versions=versions)
+
+
+def status_dicts(desired: dict[str, dict[str, Status]], world: Universe) -> dict[str, dict[str, dict[str, str]]]:
+    """Statuses in force as plain data: kind -> name -> {status, reason, date, source}; every city is listed."""
+    statuses = {kind: {name: s.as_dict() for name, s in sorted(desired[kind].items())} for kind in KINDS}
+    statuses["cities"] = {c: city_status(desired, c).as_dict() for c in sorted(world.cities)}
+    return statuses
+
+
+def statuses_in_force(
+    bao: OpenBao, params: dict[str, Any], world: Universe
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Status]]]:
+    """(recorded, desired): the statuses recorded in OpenBao, and the inventory's merged with them (an emergency
+    revocation recorded there stays in force until the inventory lifts it, docs/revocation.md)."""
+    recorded = read_recorded(bao, params["mount"])
+    return recorded, desired_statuses(params["status"], world, recorded)
+
+
+def rotation_plan(
+    bao: OpenBao,
+    params: dict[str, Any],
+    statuses: dict[str, dict[str, dict[str, str]]],
+    registry: Registry | None,
+    grants: dict[str, list[dict[str, Any]]],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(plan, recorded rotations) for ``params['today']`` (see revocation_rotation.plan)."""
+    recorded = rot.read_records(bao, params["mount"])
+    try:
+        today = rot.parse_day(params.get("today"))
+    except ValueError as exc:
+        raise RevocationError(f"today: {exc}. Nothing was changed.") from None
+    plan = rot.plan(
+        params["catalogue"] or [],
+        grants,
+        statuses["cities"],
+        grace_days=params["grace_days"],
+        sam_rows=[r.as_dict() for r in registry.rows.values()] if registry else None,
+        city_codes=params["cities"],
+        recorded=recorded,
+        key_versions=statuses.get("key_versions"),
+        today=today,
+    )
+    return plan, recorded
+
+
+# Options shared by the modules that work out the statuses in force (openbao_city_revoke, distribution_plan).
+STATUS_SPEC: dict[str, Any] = {
+    "cities": {"type": "dict", "required": True},
+    "status": {"type": "dict", "default": {}},
+    "sam_registry": {"type": "path"},
+    "catalogue": {"type": "list", "elements": "dict"},
+    "grace_days": {"type": "int", "default": 30},
+    "today": {"type": "str"},
+    "mount": {"type": "str", "default": "tunion-kb"},
+}
 
 
 def run(module: AnsibleModule, body: Callable[[AnsibleModule, list[OpenBao]], dict[str, Any]], *, hvac: bool) -> None:

@@ -1,13 +1,17 @@
 # Copyright: tunion-keyops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Rotation after a revocation: which shared keys must move to a new version, for whom, until when, and which SAMs
-need reloading (docs/revocation.md, "Rotation").
+"""Rotation after a revocation, and what each active city is granted once statuses are in force
+(docs/revocation.md, "Rotation"; 粤交〔2019〕11号 第十七条: the keys of a holder who misused them are taken back, so the
+keys it shared with others must change for everyone else).
 
 A key type is *shared* when the catalogue says so: ``scope: province`` (one value for every holder) or an explicit
 ``shared: true``. City-scoped keys are diversified per city code, so a revoked city's keys tell nothing about the
-others' and need no rotation. For each shared (type, version) the revoked holder was granted, the next version the
-catalogue declares is granted to every remaining active city; the old version is retired ``grace_days`` after the
-revocation date. This module only plans; distribution (keyblock_publish/keyblock_install) carries it out.
+others' and need no rotation. For each shared (type, version) a revoked city held, the next version the catalogue
+declares is granted to every remaining active city, and the old version is retired ``grace_days`` after the
+revocation date: its blocks leave OpenBao and the cities destroy it in their HSMs.
+
+A rotation is recorded in OpenBao (``province/rotation/<type>.v<VV>``, every version kept) the first time it is
+planned, and stays: reinstating the revoked city later does not bring the compromised version back.
 """
 
 from __future__ import annotations
@@ -15,9 +19,40 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
+ROTATION_PATH = "province/rotation"
+
+
+def version_name(key_type: str, version: int) -> str:
+    """'<type>.v<VV>': the name of a key version in statuses, block names and reports."""
+    return f"{key_type}.v{int(version):02x}"
+
 
 def shared_types(catalogue: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in catalogue if e.get("shared") or e.get("scope") == "province"}
+
+
+def parse_day(value: Any, default: _dt.date | None = None) -> _dt.date:
+    """A YYYY-MM-DD day (the injectable "today" of a run, or a status date)."""
+    if isinstance(value, _dt.date):
+        return value
+    text = str(value or "").strip()[:10]
+    if not text:
+        return default or _dt.datetime.now(_dt.UTC).date()
+    try:
+        return _dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a day (YYYY-MM-DD)") from None
+
+
+def _held(grants: list[dict[str, Any]], recorded: list[dict[str, Any]], city: str) -> set[tuple[str, int]]:
+    """What a revoked city held: its grants, plus the new versions of rotations it was not the cause of."""
+    held = {(str(g["key_type"]), int(g.get("version", 1))) for g in grants}
+    for record in sorted(recorded, key=lambda r: int(r["old_version"])):
+        if city in (record.get("because") or []):
+            continue
+        if (record["key_type"], int(record["old_version"])) in held:
+            held.add((record["key_type"], int(record["new_version"])))
+    return held
 
 
 def plan(
@@ -28,54 +63,198 @@ def plan(
     grace_days: int,
     sam_rows: list[dict[str, str]] | None = None,
     city_codes: dict[str, str] | None = None,
+    recorded: list[dict[str, Any]] | None = None,
+    key_versions: dict[str, dict[str, Any]] | None = None,
+    today: _dt.date | str | None = None,
 ) -> dict[str, Any]:
-    """grants: city -> [{key_type, version}]; city_statuses: city -> {status, date}. Returns the rotation plan."""
+    """The rotations in force (recorded ones, plus those the revoked cities now call for), and what follows from
+    them on ``today``: new grants, retired old versions, key versions revoked by status, SAMs to reload, and the
+    new versions the province must generate. grants: city -> [{key_type, version}] (the inventory's)."""
+    day = parse_day(today)
     shared = shared_types(catalogue)
+    recorded = [dict(r) for r in recorded or []]
     revoked = sorted(c for c, s in city_statuses.items() if s.get("status") == "revoked")
     active = sorted(c for c, s in city_statuses.items() if s.get("status", "active") == "active")
-    rotations: dict[tuple[str, int], dict[str, Any]] = {}
+    rotations: dict[tuple[str, int], dict[str, Any]] = {
+        (r["key_type"], int(r["old_version"])): dict(r, because=sorted(r.get("because") or [])) for r in recorded
+    }
     missing: list[str] = []
     for city in revoked:
-        when = str(city_statuses[city].get("date") or _dt.date.today().isoformat())[:10]
-        for grant in grants.get(city, []):
-            key_type, version = str(grant["key_type"]), int(grant["version"])
+        when = parse_day(city_statuses[city].get("date"), day)
+        retire = (when + _dt.timedelta(days=grace_days)).isoformat()
+        for key_type, version in sorted(_held(grants.get(city, []), recorded, city)):
             if key_type not in shared:
                 continue
-            versions = sorted(int(v["version"]) for v in shared[key_type].get("versions") or [])
-            newer = [v for v in versions if v > version]
-            if not newer:
-                missing.append(f"{key_type}.v{version:02x}: the catalogue declares no newer version - add one")
-                continue
-            retire = (_dt.date.fromisoformat(when) + _dt.timedelta(days=grace_days)).isoformat()
-            item = rotations.setdefault(
-                (key_type, version),
-                {
+            item = rotations.get((key_type, version))
+            if item is None:
+                versions = sorted(int(v["version"]) for v in shared[key_type].get("versions") or [])
+                newer = [v for v in versions if v > version]
+                if not newer:
+                    name = version_name(key_type, version)
+                    missing.append(f"{name}: the catalogue declares no newer version - add one")
+                    continue
+                item = rotations[(key_type, version)] = {
                     "key_type": key_type,
                     "old_version": version,
                     "new_version": newer[0],
+                    "since": when.isoformat(),
                     "retire_after": retire,
                     "because": [],
-                },
-            )
-            item["because"].append(city)
+                }
+            if city not in item["because"]:
+                item["because"] = sorted([*item["because"], city])
             item["retire_after"] = min(item["retire_after"], retire)
-    new_grants = {
-        city: [{"key_type": r["key_type"], "version": r["new_version"]} for r in rotations.values()] for city in active
-    }
+            item["since"] = min(item.get("since") or when.isoformat(), when.isoformat())
+    ordered = sorted(rotations.values(), key=lambda r: (r["key_type"], int(r["old_version"])))
+    retired = [version_name(r["key_type"], r["old_version"]) for r in ordered if r["retire_after"] <= day.isoformat()]
+    revoked_versions = sorted(n for n, s in (key_versions or {}).items() if s.get("status") == "revoked")
+    issue = []
+    for r in ordered:
+        entry = shared.get(r["key_type"]) or {}
+        if entry.get("origin", "province") == "province" and entry.get("source", "generate") == "generate":
+            issue.append({"key": r["key_type"], "version": int(r["new_version"])})
+    new_grants = {}
+    for city in active:
+        added = [g for g in effective_grants(grants.get(city, []), ordered, set(), set()) if g.get("rotated")]
+        if added:
+            new_grants[city] = [{"key_type": g["key_type"], "version": g["version"]} for g in added]
     reload: list[str] = []
-    sam_types = {r["key_type"] for r in rotations.values() if "sam" in (shared[r["key_type"]].get("holders") or [])}
+    sam_types = {r["key_type"] for r in ordered if "sam" in ((shared.get(r["key_type"]) or {}).get("holders") or [])}
     if sam_types and sam_rows:
         codes = {str((city_codes or {}).get(c, "")) for c in active}
         reload = sorted(r["serial"] for r in sam_rows if r.get("status") == "active" and r.get("city_code") in codes)
     return {
-        "rotations": sorted(rotations.values(), key=lambda r: (r["key_type"], r["old_version"])),
+        "today": day.isoformat(),
+        "rotations": ordered,
         "missing_versions": missing,
-        "new_grants": new_grants if rotations else {},
+        "new_grants": new_grants,
+        "retired": retired,
+        "revoked_versions": revoked_versions,
+        "destroy_versions": sorted(set(retired) | set(revoked_versions)),
+        "issue": issue,
         "reload_sams": reload,
     }
 
 
-def retired(plan_: dict[str, Any], today: _dt.date | None = None) -> list[str]:
-    """'<type>.v<VV>' of old versions whose grace period is over."""
-    day = (today or _dt.date.today()).isoformat()
-    return [f"{r['key_type']}.v{r['old_version']:02x}" for r in plan_["rotations"] if r["retire_after"] <= day]
+def effective_grants(
+    grants: list[dict[str, Any]], rotations: list[dict[str, Any]], retired: set[str], revoked: set[str]
+) -> list[dict[str, Any]]:
+    """One active city's grants once rotations are applied (the new version added wherever the old one is granted,
+    rotated=True) and retired or revoked versions are taken away."""
+    out = [dict(g, version=int(g.get("version", 1))) for g in grants]
+    for r in sorted(rotations, key=lambda r: (r["key_type"], int(r["old_version"]))):
+        have = {(g["key_type"], g["version"]) for g in out}
+        if (r["key_type"], int(r["old_version"])) in have and (r["key_type"], int(r["new_version"])) not in have:
+            out.append({"key_type": r["key_type"], "version": int(r["new_version"]), "rotated": True})
+    gone = retired | revoked
+    return [g for g in out if version_name(g["key_type"], g["version"]) not in gone]
+
+
+def effective_targets(targets: list[dict[str, Any]], plan_: dict[str, Any], active: list[str]) -> list[dict[str, Any]]:
+    """Distribution targets of the active cities only, with their effective grants (module argument form)."""
+    retired, revoked = set(plan_["retired"]), set(plan_["revoked_versions"])
+    out = []
+    for target in targets:
+        if target["city"] not in active:
+            continue
+        grants = effective_grants(list(target.get("grants") or []), plan_["rotations"], retired, revoked)
+        out.append(dict(target, grants=[{k: v for k, v in g.items() if k != "rotated"} for g in grants]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# OpenBao: the durable record of each rotation, and how far it got
+
+
+def read_records(bao: Any, mount: str) -> list[dict[str, Any]]:
+    records = []
+    for name in bao.kv_list(mount, ROTATION_PATH):
+        record = bao.kv_read(mount, f"{ROTATION_PATH}/{name}")
+        if record:
+            records.append(record["data"])
+    return records
+
+
+_RECORD_KEYS = ("key_type", "old_version", "new_version", "since", "retire_after", "because")
+
+
+def write_records(
+    bao: Any, mount: str, plan_: dict[str, Any], recorded: list[dict[str, Any]], check_mode: bool
+) -> list[str]:
+    """Record every rotation of the plan that OpenBao does not hold as is. Returns what was (or would be) recorded."""
+    have = {(r["key_type"], int(r["old_version"])): r for r in recorded}
+    done = []
+    for r in plan_["rotations"]:
+        wanted = {k: r[k] for k in _RECORD_KEYS}
+        current = have.get((r["key_type"], int(r["old_version"])))
+        if current is not None and {k: current.get(k) for k in _RECORD_KEYS} == wanted:
+            continue
+        name = version_name(r["key_type"], r["old_version"])
+        done.append(f"rotation {name} -> v{int(r['new_version']):02x} recorded")
+        if not check_mode:
+            bao.kv_write(mount, f"{ROTATION_PATH}/{name}", wanted)
+    return done
+
+
+def enforce_retirement(
+    bao: Any, mount: str, plan_: dict[str, Any], active: list[str], check_mode: bool
+) -> dict[str, Any]:
+    """Retired and revoked key versions leave OpenBao for every active city (their blocks, every version); the
+    active cities whose last report still lists one must destroy it in their HSM (hsm_destroy). Adds the rotation
+    progress to the plan."""
+    from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
+
+    changes: list[str] = []
+    reported: dict[str, Any] = {}
+    hsm_destroy: dict[str, list[str]] = {}
+    for city in active:
+        record = bao.kv_read(mount, dist.city_path(city, "status"))
+        reported[city] = record["data"] if record else None
+        gone = dist.remove_blocks(bao, city, plan_["destroy_versions"], check_mode)
+        if gone:
+            changes.append(f"{city}: block(s) {', '.join(gone)} destroyed")
+        held = sorted(set(plan_["destroy_versions"]) & set((reported[city] or {}).get("keys") or {}))
+        if held:
+            hsm_destroy[city] = held
+    plan_["progress"] = progress(bao, mount, plan_, active, reported)
+    return {"changes": changes, "hsm_destroy": hsm_destroy}
+
+
+def progress(bao: Any, mount: str, plan_: dict[str, Any], active: list[str], reported: dict[str, Any]) -> list[dict]:
+    """Per rotation: which active cities report the new version with the KCV of the province's block, which do
+    not yet, and which still report the old version after its retirement. ``reported``: city -> status record."""
+    from ansible_collections.tunion.keymgmt.plugins.module_utils import keyblock
+
+    out = []
+    retired_now = set(plan_["retired"])
+    for r in plan_["rotations"]:
+        new, old = version_name(r["key_type"], r["new_version"]), version_name(r["key_type"], r["old_version"])
+        held, pending, kcvs, old_left = [], [], set(), []
+        for city in active:
+            keys = (reported.get(city) or {}).get("keys") or {}
+            record = bao.kv_read(mount, f"cities/{city}/blocks/{new}")
+            if record is None:  # not granted to this city (it never had the old version)
+                continue
+            try:
+                want = keyblock.parse(str(record["data"].get("block", ""))).header.kcv
+            except keyblock.KeyBlockError:
+                want = None
+            got = (keys.get(new) or {}).get("kcv")
+            if want and got == want:
+                held.append(city)
+                kcvs.add(want)
+            else:
+                pending.append(city)
+            if old in retired_now and old in keys:
+                old_left.append(city)
+        out.append(
+            dict(
+                {k: r[k] for k in _RECORD_KEYS},
+                new_held_by=held,
+                new_pending=pending,
+                new_kcv=sorted(kcvs),
+                old_retired=old in retired_now,
+                old_still_reported_by=old_left,
+            )
+        )
+    return out

@@ -12,11 +12,14 @@ description:
   - On the city node it runs as the city's own unix user with the user PIN. At the province it removes the
     province's copies of that city's KEK and public key (O(key_types)=[kek, transport_rsa], with the SO PIN -
     the province's KEKs are trusted objects, which only the security officer handles).
+  - On an active city's node, with O(key_versions), it destroys only the keys of those versions - retired at the
+    end of a rotation's grace period, or revoked by a C(key_versions) status.
   - Returns the label, object class and KCV (computed in the HSM before destruction) of each object destroyed;
     never a value. A second run finds nothing and changes nothing.
 version_added: 0.1.0
-author: tunion-keyops
+author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
+  - tunion.keymgmt.attributes
   - tunion.keymgmt.pkcs11
 options:
   city_codes:
@@ -26,6 +29,11 @@ options:
     required: true
   key_types:
     description: Only objects of these key types (for example V(kek), V(transport_rsa)); empty means all.
+    type: list
+    elements: str
+    default: []
+  key_versions:
+    description: Only the objects of these key versions, C(<type>.v<VV>) (for example V(load_auth.v01)).
     type: list
     elements: str
     default: []
@@ -50,6 +58,13 @@ EXAMPLES = r"""
     so_pin: "{{ hsm_so_pin }}"
     city_codes: ["440500"]
     key_types: [kek, transport_rsa]
+
+- name: Destroy a retired key version on an active city's node
+  tunion.keymgmt.city_hsm_revoke:
+    token_label: "{{ hsm_token_label }}"
+    user_pin: "{{ hsm_user_pin }}"
+    city_codes: ["{{ city_code }}"]
+    key_versions: [load_auth.v01]
 """
 
 RETURN = r"""
@@ -81,6 +96,9 @@ def body(module: AnsibleModule, opened: list[Any]) -> dict[str, Any]:
     for code in codes:
         if not (len(code) == 6 and code.isdigit()):
             raise rv.RevocationError(f"city code {code!r} is not six digits; nothing was destroyed")
+    bad = [v for v in p["key_versions"] if not rv.is_key_version(v)]
+    if bad:
+        raise rv.RevocationError(f"key versions {bad} are not <type>.v<VV> (e.g. load_auth.v01); nothing was destroyed")
     if not p["user_pin"] and not p["so_pin"]:
         raise HsmError("give user_pin (city node) or so_pin (the province's trusted KEK copies)")
     pin = {"so_pin": p["so_pin"]} if p["so_pin"] else {}
@@ -90,7 +108,11 @@ def body(module: AnsibleModule, opened: list[Any]) -> dict[str, Any]:
     ) as hsm:
         for code in codes:
             destroyed += rv.destroy_holder_objects(
-                hsm, f"city-{code}", key_types=p["key_types"], check_mode=module.check_mode
+                hsm,
+                f"city-{code}",
+                key_types=p["key_types"],
+                select=rv.version_selector(p["key_versions"]) if p["key_versions"] else None,
+                check_mode=module.check_mode,
             )
     result: dict[str, Any] = {"changed": bool(destroyed), "destroyed": destroyed, "token": p["token_label"]}
     if module._diff and destroyed:
@@ -103,6 +125,7 @@ def main() -> None:
     spec.update(
         city_codes={"type": "list", "elements": "str", "required": True},
         key_types={"type": "list", "elements": "str", "default": []},
+        key_versions={"type": "list", "elements": "str", "default": []},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     run(module, body, hvac=False)

@@ -22,48 +22,31 @@ description:
     every version kept, and returned for the later plays (city HSMs, SAM blacklist, report).
   - O(request) is the emergency form (C(playbooks/revoke.yml)) - one named holder, recorded with source
     C(emergency); it stays in force until the inventory has an entry for that name dated on or after it.
+  - Shared keys (catalogue C(scope=province) or C(shared=true)) that a revoked city held are rotated - the rotation
+    is recorded under C(province/rotation/<type>.v<VV>) (kept when the city is reinstated), distribution grants the
+    next version to every active city, and the old version is retired O(grace_days) after the revocation.
+  - Key versions that are retired (end of a grace period) or revoked (C(key_versions) status) lose their blocks in
+    OpenBao, for every city; RV(hsm_destroy) names the active cities that still report holding them, whose HSMs must
+    destroy them (M(tunion.keymgmt.city_hsm_revoke) with O(tunion.keymgmt.city_hsm_revoke#module:key_versions)).
   - A request or status naming an unknown holder, or the province itself, is refused before anything changes.
 version_added: 0.1.0
-author: tunion-keyops
+author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
+  - tunion.keymgmt.attributes
   - tunion.keymgmt.openbao
+  - tunion.keymgmt.status
 options:
-  cities:
-    description: Every city of the inventory, name to six-digit city code.
-    type: dict
-    required: true
-  status:
-    description:
-      - Desired statuses, C(tunion_status) of the inventory - sections C(cities), C(holders), C(sams),
-        C(key_versions); each entry a status word or C({status, reason, date}). See docs/revocation.md.
-    type: dict
-    default: {}
   request:
     description:
       - Emergency form - C({name, status, reason, date}) for one holder (a city, a registry holder, a SAM serial).
       - O(request.status) defaults to V(revoked) and O(request.date) to today.
     type: dict
-  sam_registry:
-    description: Path of the SAM registry CSV (desired assignments); names its holders and SAMs.
-    type: path
-  catalogue:
-    description: The key catalogue; names the key versions a status may refer to.
-    type: list
-    elements: dict
   grants:
     description:
       - What each city is granted, city to C([{key_type, version}]) (distribution's C(distribution_target.grants)).
       - With O(catalogue), used to plan the rotation of shared keys a revoked city held (RV(rotation)).
     type: dict
     default: {}
-  grace_days:
-    description: Days an old version of a rotated key stays in use after the revocation date.
-    type: int
-    default: 30
-  mount:
-    description: KV version 2 mount of key blocks and province records.
-    type: str
-    default: tunion-kb
   secret_id_ttl:
     description: Secret_id life for a reinstated city's AppRole (as M(tunion.keymgmt.openbao_city_access)).
     type: str
@@ -135,11 +118,18 @@ request:
   returned: when O(request) is given
 rotation:
   description:
-    - Rotation plan for the shared keys (catalogue C(scope=province) or C(shared=true)) that revoked cities held -
-      new version per key type, new grants for the active cities, retirement date of the old version, SAMs to reload,
-      and versions the catalogue still has to declare. Carried out by distribution.
+    - Rotations in force for the shared keys (catalogue C(scope=province) or C(shared=true)) that revoked cities
+      held - new version per key type, new grants for the active cities, retirement date of the old version,
+      retired and revoked versions, SAMs to reload, and versions the catalogue still has to declare.
+    - C(progress) says, per rotation, which active cities report the new version with the KCV of the province's
+      block, which do not yet (run playbooks/distribute.yml), and which still report a retired old version.
   type: dict
   returned: always
+hsm_destroy:
+  description: Active cities whose last report lists a retired or revoked key version, with those versions.
+  type: dict
+  returned: always
+  sample: {"guangzhou": ["load_auth.v01"]}
 failures:
   description: Cities whose OpenBao side could not be enforced, with the reason.
   type: dict
@@ -155,10 +145,18 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation a
 from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation_rotation as rot
 from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, OpenBaoError, connect
-from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module import load_registry, run, universe
+from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module import (
+    STATUS_SPEC,
+    load_registry,
+    rotation_plan,
+    run,
+    status_dicts,
+    statuses_in_force,
+    universe,
+)
 
 
-def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:  # noqa: PLR0915 - one pass
     p = module.params
     registry = load_registry(p["sam_registry"])
     world = universe(p["cities"], registry, p["catalogue"])
@@ -181,8 +179,7 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
     )
     bao = connect(p)
     opened.append(bao)
-    recorded = rv.read_recorded(bao, settings.mount)
-    desired = rv.desired_statuses(p["status"], world, recorded)
+    recorded, desired = statuses_in_force(bao, p, world)
     if request is not None:
         kind, name, status = request
         desired[kind][name] = status
@@ -214,20 +211,17 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
                 other.append(f"{kind[:-1]} {name}: {status.status}")
                 if not module.check_mode:
                     rv.record_status(bao, kind, name, status, settings.mount)
-    statuses = {kind: {name: s.as_dict() for name, s in sorted(desired[kind].items())} for kind in rv.KINDS}
-    statuses["cities"] = {c: rv.city_status(desired, c).as_dict() for c in sorted(world.cities)}
+    statuses = status_dicts(desired, world)
     by = {s: [c for c in sorted(world.cities) if statuses["cities"][c]["status"] == s] for s in rv.STATUSES}
-    rotation = rot.plan(
-        p["catalogue"] or [],
-        {c: list(g or []) for c, g in p["grants"].items()},
-        statuses["cities"],
-        grace_days=p["grace_days"],
-        sam_rows=[r.as_dict() for r in registry.rows.values()] if registry else None,
-        city_codes=p["cities"],
-    )
+    rotation, rotations_recorded = rotation_plan(bao, p, statuses, registry, p["grants"])
+    other += rot.write_records(bao, settings.mount, rotation, rotations_recorded, module.check_mode)
+    retirement = rot.enforce_retirement(bao, settings.mount, rotation, by["active"], module.check_mode)
+    other += retirement["changes"]
+    hsm_destroy = retirement["hsm_destroy"]
     result: dict[str, Any] = {
         "changed": bool(results) or bool(other),
         "rotation": rotation,
+        "hsm_destroy": hsm_destroy,
         "statuses": statuses,
         "cities": results,
         "other_changes": other,
@@ -248,17 +242,12 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
 def main() -> None:
     spec = argument_spec(
         hsm=False,
-        cities={"type": "dict", "required": True},
-        status={"type": "dict", "default": {}},
+        **STATUS_SPEC,
         request={"type": "dict"},
-        sam_registry={"type": "path"},
-        catalogue={"type": "list", "elements": "dict"},
         grants={"type": "dict", "default": {}},
-        grace_days={"type": "int", "default": 30},
-        mount={"type": "str", "default": dist.MOUNT},
-        secret_id_ttl={"type": "str", "default": "10m"},
-        token_ttl={"type": "str", "default": "10m"},
-        token_max_ttl={"type": "str", "default": "15m"},
+        secret_id_ttl={"type": "str", "no_log": False, "default": "10m"},
+        token_ttl={"type": "str", "no_log": False, "default": "10m"},
+        token_max_ttl={"type": "str", "no_log": False, "default": "15m"},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     run(module, body, hvac=True)
