@@ -55,6 +55,36 @@ def _held(grants: list[dict[str, Any]], recorded: list[dict[str, Any]], city: st
     return held
 
 
+def _version_rotations(
+    rotations: dict[tuple[str, int], dict[str, Any]],
+    shared: dict[str, dict[str, Any]],
+    revoked_versions: list[str],
+    key_versions: dict[str, dict[str, Any]],
+    day: _dt.date,
+) -> list[str]:
+    """A revoked version of a shared key: everyone moves to the next one at once (no grace). Returns what the
+    catalogue lacks."""
+    missing = []
+    for name in revoked_versions:
+        key_type, _, hexversion = name.rpartition(".v")
+        version, when = int(hexversion, 16), parse_day(key_versions[name].get("date"), day).isoformat()
+        if key_type not in shared or (key_type, version) in rotations:
+            continue
+        newer = [v for v in sorted(int(v["version"]) for v in shared[key_type].get("versions") or []) if v > version]
+        if not newer:
+            missing.append(f"{name}: revoked, and the catalogue declares no newer version - add one")
+            continue
+        rotations[(key_type, version)] = {
+            "key_type": key_type,
+            "old_version": version,
+            "new_version": newer[0],
+            "since": when,
+            "retire_after": when,
+            "because": [f"key version {name}"],
+        }
+    return missing
+
+
 def plan(
     catalogue: list[dict[str, Any]],
     grants: dict[str, list[dict[str, Any]]],
@@ -105,9 +135,10 @@ def plan(
                 item["because"] = sorted([*item["because"], city])
             item["retire_after"] = min(item["retire_after"], retire)
             item["since"] = min(item.get("since") or when.isoformat(), when.isoformat())
+    revoked_versions = sorted(n for n, s in (key_versions or {}).items() if s.get("status") == "revoked")
+    missing += _version_rotations(rotations, shared, revoked_versions, key_versions or {}, day)
     ordered = sorted(rotations.values(), key=lambda r: (r["key_type"], int(r["old_version"])))
     retired = [version_name(r["key_type"], r["old_version"]) for r in ordered if r["retire_after"] <= day.isoformat()]
-    revoked_versions = sorted(n for n, s in (key_versions or {}).items() if s.get("status") == "revoked")
     issue = []
     for r in ordered:
         entry = shared.get(r["key_type"]) or {}
@@ -233,10 +264,11 @@ def progress(bao: Any, mount: str, plan_: dict[str, Any], active: list[str], rep
         for city in active:
             keys = (reported.get(city) or {}).get("keys") or {}
             record = bao.kv_read(mount, f"cities/{city}/blocks/{new}")
-            if record is None:  # not granted to this city (it never had the old version)
-                continue
+            granted = {(g["key_type"], g["version"]) for g in plan_["new_grants"].get(city, [])}
+            if record is None and (r["key_type"], int(r["new_version"])) not in granted:
+                continue  # not for this city (it was never granted the old version)
             try:
-                want = keyblock.parse(str(record["data"].get("block", ""))).header.kcv
+                want = keyblock.parse(str(record["data"].get("block", ""))).header.kcv if record else None
             except keyblock.KeyBlockError:
                 want = None
             got = (keys.get(new) or {}).get("kcv")

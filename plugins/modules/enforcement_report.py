@@ -14,8 +14,9 @@ description:
   - Writes C(enforcement-<time>.json) and C(enforcement-<time>.txt), plus C(latest.json) and C(latest.txt), under
     O(report_dir) on the province host, whenever the run changed something or a part is (or was) pending.
 version_added: 0.1.0
-author: tunion-keyops
+author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
+  - tunion.keymgmt.attributes
   - tunion.keymgmt.openbao
 options:
   trigger:
@@ -52,7 +53,9 @@ options:
     type: dict
     default: {}
   rotation:
-    description: Rotation summary to include (new versions, SAMs to reload).
+    description:
+      - Rotations in force (RV(tunion.keymgmt.openbao_city_revoke#module:rotation)) - new versions and who holds
+        them with the province's KCV, retired and revoked versions, SAMs to reload.
     type: dict
     default: {}
   report_dir:
@@ -156,8 +159,10 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
         rotation=p["rotation"],
     )
     pending_before = any(v.get("state") != "enforced" for v in ((previous or {}).get("parts") or {}).values())
+    state["rotation"] = p["rotation"].get("progress") or []
     anything = (
-        any(e.get("changed") for e in entries)
+        (previous or {}).get("rotation", []) != state["rotation"]  # a rotation moved on (new version held, retired)
+        or any(e.get("changed") for e in entries)
         or p["openbao_result"].get("changed")
         or p["blacklist_result"].get("changed")
         or not report["complete"]

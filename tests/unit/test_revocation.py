@@ -290,6 +290,19 @@ def test_revoked_key_version_is_taken_from_every_grant() -> None:
     assert result["destroy_versions"] == ["load.v01"] and result["rotations"] == []
     (target,) = rot.effective_targets([{"city": "guangzhou", "grants": grants["guangzhou"]}], result, ["guangzhou"])
     assert target["grants"] == [{"key_type": "load_auth", "version": 1}]
+    # a revoked version of a shared key: everyone moves to the next version at once
+    shared = rot.plan(
+        SHARED_CATALOGUE,
+        grants,
+        {"guangzhou": {"status": "active"}},
+        grace_days=30,
+        key_versions={"load_auth.v01": {"status": "revoked", "date": "2026-11-24"}},
+        today="2026-11-24",
+    )
+    assert [(r["old_version"], r["new_version"]) for r in shared["rotations"]] == [(1, 2)]
+    assert shared["destroy_versions"] == ["load_auth.v01"]
+    (target,) = rot.effective_targets([{"city": "guangzhou", "grants": grants["guangzhou"]}], shared, ["guangzhou"])
+    assert target["grants"] == [{"key_type": "load", "version": 1}, {"key_type": "load_auth", "version": 2}]
 
 
 def test_a_bad_day_is_refused() -> None:
