@@ -41,6 +41,7 @@ from revocation_helpers import (
     OPENBAO_URL,
     RevocationWorkspace,
     city_login,
+    clear_rotations,
     province_client,
     today,
 )
@@ -107,6 +108,7 @@ def playbook_round(city: str) -> dict[str, float]:
         raise SystemExit("enforcement did not complete")
     nodes = sum(1 for e in report["entries"] if e["kind"] == "node")
     restore_start = time.perf_counter()
+    clear_rotations()  # the revoked city held the shared load_auth key: forget the rotation it called for
     active = ws.status_vars({city: {"status": "active", "reason": "bench restore", "date": today()}})
     run_playbook("enforce_status.yml", "-e", active, *ws.common_args())
     if run_playbook("distribute.yml").returncode:

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import hvac.exceptions
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,6 +35,7 @@ __all__ = [
     "RevocationWorkspace",
     "city_login",
     "city_token_objects",
+    "clear_rotations",
     "lab_cities",
     "province_client",
     "unwrap",
@@ -112,3 +114,15 @@ def kv_versions(city: str) -> dict[str, int]:
         meta = kv.read_secret_metadata(f"cities/{city}/blocks/{name}", mount_point=MOUNT)
         out[f"blocks/{name}"] = meta["data"]["current_version"]
     return out
+
+
+def clear_rotations() -> None:
+    """Test and bench clean-up only: forget every recorded rotation (a real rotation is never undone), so that the
+    next distribution grants the inventory's versions again and retires the rotated ones."""
+    kv = province_client().secrets.kv.v2
+    try:
+        names = kv.list_secrets("province/rotation", mount_point=MOUNT)["data"]["keys"]
+    except hvac.exceptions.InvalidPath:
+        names = []
+    for name in names:
+        kv.delete_metadata_and_all_versions(f"province/rotation/{name}", mount_point=MOUNT)

@@ -57,6 +57,12 @@ def universe(cities: dict[str, str], registry: Registry | None, catalogue: list[
     return Universe(cities={k: str(v) for k, v in cities.items()}, holders=holders, sams=sams, key_versions=versions)
 
 
+def world_of(params: dict[str, Any]) -> tuple[Registry | None, Universe]:
+    """The SAM registry (if any) and every name a status may refer to, from the module's parameters."""
+    registry = load_registry(params["sam_registry"])
+    return registry, universe(params["cities"], registry, params["catalogue"])
+
+
 def status_dicts(desired: dict[str, dict[str, Status]], world: Universe) -> dict[str, dict[str, dict[str, str]]]:
     """Statuses in force as plain data: kind -> name -> {status, reason, date, source}; every city is listed."""
     statuses = {kind: {name: s.as_dict() for name, s in sorted(desired[kind].items())} for kind in KINDS}

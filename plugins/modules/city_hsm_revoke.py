@@ -124,8 +124,8 @@ def main() -> None:
     spec = pkcs11_argument_spec()
     spec.update(
         city_codes={"type": "list", "elements": "str", "required": True},
-        key_types={"type": "list", "elements": "str", "default": []},
-        key_versions={"type": "list", "elements": "str", "default": []},
+        key_types={"type": "list", "elements": "str", "no_log": False, "default": []},
+        key_versions={"type": "list", "elements": "str", "no_log": False, "default": []},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     run(module, body, hvac=False)

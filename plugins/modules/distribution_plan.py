@@ -80,30 +80,20 @@ rotation:
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation_module as rm
 from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation_rotation as rot
 from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import TARGETS_SPEC, argument_spec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
-from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module import (
-    STATUS_SPEC,
-    load_registry,
-    rotation_plan,
-    run,
-    status_dicts,
-    statuses_in_force,
-    universe,
-)
 
 
 def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
     p = module.params
-    registry = load_registry(p["sam_registry"])
-    world = universe(p["cities"], registry, p["catalogue"])
+    registry, world = rm.world_of(p)
     bao = connect(p)
     opened.append(bao)
-    _, desired = statuses_in_force(bao, p, world)
-    statuses = status_dicts(desired, world)
+    statuses = rm.status_dicts(rm.statuses_in_force(bao, p, world)[1], world)
     grants = {t["city"]: list(t.get("grants") or []) for t in p["targets"]}
-    plan, _ = rotation_plan(bao, p, statuses, registry, grants)
+    plan, _ = rm.rotation_plan(bao, p, statuses, registry, grants)
     active = [c for c, s in statuses["cities"].items() if s["status"] == "active"]
     skipped = {c: s for c, s in statuses["cities"].items() if s["status"] != "active"}
     for city, status in sorted(skipped.items()):
@@ -124,9 +114,9 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
 
 
 def main() -> None:
-    spec = argument_spec(hsm=False, **STATUS_SPEC, targets=TARGETS_SPEC["targets"])
+    spec = argument_spec(hsm=False, **rm.STATUS_SPEC, targets=TARGETS_SPEC["targets"])
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run(module, body, hvac=True)
+    rm.run(module, body, hvac=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ description:
     block fails the task and installs nothing.
   - Unwraps the keys the token lacks into it (sensitive, never extractable), and writes the installed KCVs, per key
     type and version, to C(cities/<city>/status) for the province to compare.
+  - Destroys the city's keys that no block carries any more (retired, revoked or withdrawn versions); its KEKs and
+    RSA transport pair are never touched here.
   - A second run with nothing new changes nothing - blocks whose key is already in the token with the same KCV are
     verified and left alone, and the status is rewritten only if its content changed.
 version_added: 0.1.0
@@ -55,6 +57,14 @@ installed:
   elements: str
   returned: always
   sample: ["consumption.purchase.v01.city-440100"]
+retired:
+  description:
+    - Keys destroyed because no block carries them any more (a version retired after a rotation, revoked, or no
+      longer granted) - label, object class and KCV computed before destruction, never a value.
+  type: list
+  elements: dict
+  returned: always
+  sample: [{"label": "recharge.load_auth.v01.city-440100", "object_class": "secret_key", "kcv": "8CA64D"}]
 keys:
   description: Every key the city holds from its blocks, per block name, with version and KCV (never a value).
   type: dict
@@ -100,7 +110,8 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
         lines = ([f"KEK v{kek_info['version']} ({kek_info['kcv']})\n"] if kek_changed else []) + [
             f"{label}\n" for label in installed
         ]
-        result["diff"] = {"before": "", "after": "".join(lines)}
+        gone = "".join(f"{d['label']} ({d.get('kcv', '')})\n" for d in result.get("retired") or [])
+        result["diff"] = {"before": gone, "after": "".join(lines)}
     return result
 
 

@@ -18,6 +18,8 @@ description:
     identical block. Blocks are deterministic, so a second run writes nothing.
   - Raising a city's O(targets[].kek_version) rotates its KEK - a new KEK, a new envelope, every block re-made
     under it.
+  - Blocks of the city that are no longer granted (a retired or revoked key version, a withdrawn grant) are
+    destroyed in OpenBao, every version and the metadata (RV(cities) C(blocks_retired)).
   - Cities that have not enrolled yet are listed in RV(awaiting_enrolment) and skipped.
 version_added: 0.1.0
 author: tunion-keyops engineers (@tunion-keyops)
@@ -57,7 +59,8 @@ cities:
   description: Per city, the KEK envelope state and the blocks written.
   type: dict
   returned: always
-  sample: {"guangzhou": {"kek_version": 1, "envelope": "published", "blocks_written": ["purchase.v01"]}}
+  sample: {"guangzhou": {"kek_version": 1, "envelope": "published", "blocks_written": ["purchase.v01"],
+           "blocks_retired": ["load_auth.v01"]}}
 awaiting_enrolment:
   description: Cities with no public key in OpenBao yet; nothing was done for them.
   type: list
@@ -115,9 +118,11 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
     changed = result["changed"]
     if module._diff and changed:
         lines = [
-            f"{city}: KEK v{r['kek_version']} envelope {r['envelope']}; blocks {', '.join(r['blocks_written'])}\n"
+            f"{city}: KEK v{r['kek_version']} envelope {r['envelope']}; blocks {', '.join(r['blocks_written'])}"
+            + (f"; retired {', '.join(r['blocks_retired'])}" if r.get("blocks_retired") else "")
+            + "\n"
             for city, r in sorted(report.items())
-            if r["envelope"] != "unchanged" or r["blocks_written"]
+            if r["envelope"] != "unchanged" or r["blocks_written"] or r.get("blocks_retired")
         ]
         result["diff"] = {"before": "", "after": "".join(lines)}
     return result

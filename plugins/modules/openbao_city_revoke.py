@@ -39,7 +39,7 @@ options:
   request:
     description:
       - Emergency form - C({name, status, reason, date}) for one holder (a city, a registry holder, a SAM serial).
-      - O(request.status) defaults to V(revoked) and O(request.date) to today.
+      - C(status) defaults to V(revoked) and C(date) to today.
     type: dict
   grants:
     description:
@@ -147,19 +147,17 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, OpenBaoError, connect
 from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module import (
     STATUS_SPEC,
-    load_registry,
     rotation_plan,
     run,
     status_dicts,
     statuses_in_force,
-    universe,
+    world_of,
 )
 
 
-def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:  # noqa: PLR0915 - one pass
+def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
     p = module.params
-    registry = load_registry(p["sam_registry"])
-    world = universe(p["cities"], registry, p["catalogue"])
+    registry, world = world_of(p)
     request = None
     if p["request"] is not None:  # checked before connecting: a bad request changes nothing
         req = dict(p["request"])

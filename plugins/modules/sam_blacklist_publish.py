@@ -14,8 +14,9 @@ description:
   - MACs are computed inside the province HSM - one under the province's blacklist MAC key (created on first use,
     AES-256, never extractable), one per active city under a key derived from that city's KEK.
 version_added: 0.1.0
-author: tunion-keyops
+author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
+  - tunion.keymgmt.attributes
   - tunion.keymgmt.openbao
   - tunion.keymgmt.pkcs11
 options:

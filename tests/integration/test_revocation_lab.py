@@ -21,6 +21,7 @@ from revocation_helpers import (
     RevocationWorkspace,
     city_login,
     city_token_objects,
+    clear_rotations,
     entry,
     kv_versions,
     lab_cities,
@@ -54,7 +55,9 @@ def assert_locked_out(old: hvac.Client, role_id: str, secret_id: str, city: str)
 
 
 def restore(ws: RevocationWorkspace, city: str, registry: Path | None = None) -> None:
-    """Reinstate the city (explicit active entry), re-enrol and redistribute it, then enforce again."""
+    """Forget the rotation the revocation called for, reinstate the city (explicit active entry), re-enrol and
+    redistribute it, then enforce again."""
+    clear_rotations()
     status = ws.status_vars({city: {"status": "active", "reason": "test restore", "date": today()}})
     # OpenBao access back; the city's own blacklist waits for its new KEK, so this run may end incomplete
     run_playbook("enforce_status.yml", "-e", status, *ws.common_args(registry))

@@ -24,6 +24,7 @@ from revocation_helpers import (
     RevocationWorkspace,
     city_login,
     city_token_objects,
+    clear_rotations,
     entry,
     lab_cities,
     node_blacklist,
@@ -56,17 +57,6 @@ def block_names(city: str) -> list[str]:
         return province_client().secrets.kv.v2.list_secrets(f"cities/{city}/blocks", mount_point=MOUNT)["data"]["keys"]
     except hvac.exceptions.InvalidPath:
         return []
-
-
-def clear_rotations() -> None:
-    """Test clean-up only: forget every recorded rotation (a real rotation is never undone)."""
-    kv = province_client().secrets.kv.v2
-    try:
-        names = kv.list_secrets("province/rotation", mount_point=MOUNT)["data"]["keys"]
-    except hvac.exceptions.InvalidPath:
-        names = []
-    for name in names:
-        kv.delete_metadata_and_all_versions(f"province/rotation/{name}", mount_point=MOUNT)
 
 
 def ok(run: AnsibleRun) -> AnsibleRun:
