@@ -352,3 +352,18 @@ def make_cards(
         state = state or store.manufacture(sam["serial"], None, sam["mk"], made["batch_kek"])
         cards.append(PsamCard(state, store.save, Faults.from_dict(faults)))
     return cards
+
+
+def inject_result(stdout: str) -> dict[str, Any]:
+    """The sam_inject task result from ansible-playbook -v/-vvv output (the JSON object after '=> ')."""
+    dec = json.JSONDecoder()
+    pos = stdout.find("=> {")
+    while pos >= 0:
+        try:
+            obj, _ = dec.raw_decode(stdout, pos + 3)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and "summary" in obj and "sams" in obj:
+            return obj
+        pos = stdout.find("=> {", pos + 1)
+    raise AssertionError(f"no sam_inject result in:\n{stdout[-3000:]}")

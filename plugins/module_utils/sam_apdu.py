@@ -90,6 +90,7 @@ class SamIdentity:
     serial: str
     terminal: str
     capacity: int = 0
+    tsn: bytes = b"\x00\x00\x00\x00"  # the PSAM transaction serial its next MAC1 will use
     slots: list[KeySlot] = field(default_factory=list)
 
     def slot(self, usage: int, version: int) -> KeySlot | None:
@@ -160,15 +161,22 @@ class SamChannel:
             raise CardGone("SELECT PSAM application: garbled answer (not the PSAM FCI); retrying")
 
     def identity(self, with_keys: bool = True) -> SamIdentity:
-        ef15 = self.transmit(bytes.fromhex("00B095000E"), "READ BINARY EF15 (serial)", 14)
+        return self.details(self.read_serial(), with_keys)
+
+    def read_serial(self) -> str:
+        return self.transmit(bytes.fromhex("00B095000E"), "READ BINARY EF15 (serial)", 14)[:10].hex().upper()
+
+    def details(self, serial: str, with_keys: bool = True) -> SamIdentity:
+        """Terminal number and key slots of the SAM whose serial was just read."""
         ef16 = self.transmit(bytes.fromhex("00B0960006"), "READ BINARY EF16 (terminal number)", 6)
-        ident = SamIdentity(serial=ef15[:10].hex().upper(), terminal=ef16[:6].hex().upper())
+        ident = SamIdentity(serial=serial, terminal=ef16[:6].hex().upper())
         if with_keys:
             info = self.transmit(bytes.fromhex("80CA000000"), "GET DATA key slots")
-            if not info or (len(info) - 1) % 6:
+            if len(info) < 5 or (len(info) - 5) % 6:
                 raise CardGone(f"GET DATA key slots: garbled answer ({len(info)} bytes); retrying")
-            ident.capacity = info[0]
-            for i in range(1, len(info) - 5, 6):
+            ident.tsn = info[:4]
+            ident.capacity = info[4]
+            for i in range(5, len(info) - 5, 6):
                 rec = info[i : i + 6]
                 ident.slots.append(KeySlot(rec[0], rec[1], rec[2], rec[3:6].hex().upper()))
         return ident

@@ -57,12 +57,14 @@ def _p11(what: str, exc: Exception) -> HsmError:
 class SamKeys:
     """The per-SAM keys of one session: MK (authentication) and TK (transport), destroyed on close."""
 
-    def __init__(self, crypto: SamCrypto, serial: str) -> None:
+    def __init__(self, crypto: SamCrypto, serial: str, labels: tuple[str, ...] = ()) -> None:
         self.crypto = crypto
         self.serial = serial
         hsm = crypto.hsm
         self.mk = hsm.derive_pboc(crypto.issuer, serial, policy=_SAM_KEY)
         self.tk = hsm.derive_pboc(self.mk, TRANSPORT_DIVERSIFIER, policy=_SAM_KEY)
+        #: key cryptograms need no challenge: made here, while the SAM is still being read
+        self.cryptograms = {label: hsm.encrypt(self.tk, crypto.inner_block(label), mode="cbc") for label in labels}
 
     def auth_cryptogram(self, challenge: bytes) -> bytes:
         return self.crypto.hsm.encrypt(self.mk, challenge, mode="ecb")
@@ -73,7 +75,7 @@ class SamKeys:
         """WRITE KEY data: usage version algorithm KCV(3) cryptogram(16) MAC(4)."""
         c = self.crypto
         header = bytes([usage, version, ALGORITHM_CODES[algorithm]]) + bytes.fromhex(c.kcv(label))
-        cryptogram = c.hsm.encrypt(self.tk, c.inner_block(label), mode="cbc")
+        cryptogram = self.cryptograms.get(label) or c.hsm.encrypt(self.tk, c.inner_block(label), mode="cbc")
         mac_input = challenge + bytes([seq, 0x80, 0xD4, 0x01, 0x00]) + header + cryptogram
         mac = c.hsm.encrypt(self.tk, pad80(mac_input), mode="cbc")[-8:][:4]
         return header + cryptogram + mac
@@ -102,6 +104,8 @@ class SamCrypto:
         self._keys: dict[str, Any] = {}
         self._kcv: dict[str, str] = {}
         self._inner: dict[str, bytes] = {}
+        self._card_keys: dict[tuple[str, bytes], Any] = {}
+        self._des_macs: dict[tuple[str, bytes, bytes], bytes] = {}
 
     def key(self, label: str) -> Any:
         if label not in self._keys:
@@ -119,6 +123,14 @@ class SamCrypto:
             self._inner[label] = self.hsm.wrap(self.kek, self.key(label), mechanism="aes-key-wrap")
         return self._inner[label]
 
+    def sam_keys(self, serial: str, labels: tuple[str, ...] = ()) -> SamKeys:
+        """The SAM's MK and TK (and the cryptograms of ``labels``), made in the HSM; the caller closes them."""
+        return SamKeys(self, serial, labels)
+
+    def cached_kcv(self, label: str) -> str | None:
+        """The KCV if already known (no HSM call, no lock needed)."""
+        return self._kcv.get(label)
+
     @contextmanager
     def sam(self, serial: str) -> Iterator[SamKeys]:
         keys = SamKeys(self, serial)
@@ -126,6 +138,18 @@ class SamCrypto:
             yield keys
         finally:
             keys.close()
+
+    def card_key(self, label: str, card: bytes) -> Any:
+        """The test card's key under ``label`` (DPK), derived once per batch: the same for every SAM of a city."""
+        if (label, card) not in self._card_keys:
+            self._card_keys[(label, card)] = self.hsm.derive_pboc(self.key(label), card, policy=_CARD_KEY)
+        return self._card_keys[(label, card)]
+
+    def close(self) -> None:
+        for obj in self._card_keys.values():
+            with suppress(Exception):
+                obj.destroy()
+        self._card_keys.clear()
 
     # ------------------------------------------------------------------ functional verification
     def expected_mac1(  # noqa: PLR0917 - the fields of one purchase
@@ -137,25 +161,25 @@ class SamCrypto:
         provider), so SESPK is derived as the 2-key 3DES key ``SESPK || SESPK`` (data ``D || D``): 3DES-EDE with
         equal halves is single DES, so its CBC encryption gives the same MAC.
         """
-        dpk = self.hsm.derive_pboc(self.key(label), card, policy=_CARD_KEY)
-        sespk = None
+        dpk = self.card_key(label, card)
+        d = rnd + ctr + tsn[2:]
+        sespk = self.hsm.derive_ecb(dpk, d + d, algorithm="3DES-2KEY", check_validity=False)
         try:
-            d = rnd + ctr + tsn[2:]
-            sespk = self.hsm.derive_ecb(dpk, d + d, algorithm="3DES-2KEY", check_validity=False)
             return self.hsm.encrypt(sespk, pad80(tail), mode="cbc")[-8:][:4]
         finally:
-            for obj in (sespk, dpk):
-                if obj is not None:
-                    with suppress(Exception):
-                        obj.destroy()
+            with suppress(Exception):
+                sespk.destroy()
 
     def expected_des_mac(self, label: str, card: bytes, data: bytes) -> bytes:
-        dk = self.hsm.derive_pboc(self.key(label), card)
-        try:
-            return self.hsm.encrypt(dk, pad80(data), mode="cbc")[-8:][:4]
-        finally:
-            with suppress(Exception):
-                dk.destroy()
+        """80 FA MAC of the test card's key: the same for every SAM holding ``label``, so computed once."""
+        if (label, card, data) not in self._des_macs:
+            dk = self.hsm.derive_pboc(self.key(label), card)
+            try:
+                self._des_macs[(label, card, data)] = self.hsm.encrypt(dk, pad80(data), mode="cbc")[-8:][:4]
+            finally:
+                with suppress(Exception):
+                    dk.destroy()
+        return self._des_macs[(label, card, data)]
 
 
 # ---------------------------------------------------------------------------------------------- SAM manufacturing

@@ -20,6 +20,7 @@ import datetime as _dt
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +136,7 @@ class SamResult:
     error: str = ""
     apdus: int = 0
     seconds: float = 0.0
+    done_at: float = 0.0  # seconds from the start of the batch
     attempts: int = 1
 
     def as_dict(self) -> dict[str, Any]:
@@ -176,44 +178,84 @@ class Injector:
         card = dict(DEFAULT_TEST_CARD, **(test_card or {}))
         self.card = {k: bytes.fromhex(v) for k, v in card.items()}
         self.db_lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ one SAM
     def process(self, ch: SamChannel, seen: set[str]) -> SamResult | None:
         """Handle the SAM in ``ch``; None if it was already handled in this run (the machine has not swapped)."""
         t0 = time.monotonic()
         ch.select()
-        ident = ch.identity()
-        if ident.serial in seen:
+        serial = ch.read_serial()
+        if serial in seen:
             return None
-        res = SamResult(ident.serial, ch.reader)
+        res = SamResult(serial, ch.reader)
+        rows: list[dict[str, Any]] = []
+        keys: Future[Any] | None = None
         try:
-            self._process(ch, ident, res)
+            refusal = self.registry.refusal(serial, station=self.station, city_code=self.city_code, holder=self.holder)
+            if refusal:  # before anything but the serial was read: no key APDU, no HSM operation
+                res.status, res.error = "refused", refusal
+            else:
+                recorded = self._recorded(serial)
+                if not self.check_mode and any((p.key_type, p.version) not in recorded for p in self.plans):
+                    keys = self._pool().submit(self._derive, serial)  # the HSM works while the SAM is read
+                self._process(ch, ch.details(serial), res, recorded, keys, rows)
         except (CardGone, SamError, HsmError) as exc:
             res.status, res.error = "failed", str(exc)
+        finally:
+            if keys is not None:
+                self._close_keys(keys)
         if res.status != "failed":
-            seen.add(ident.serial)  # a failed SAM presented again (reseated) gets another attempt
+            seen.add(serial)  # a failed SAM presented again (reseated) gets another attempt
         res.apdus = ch.apdus
         res.seconds = round(time.monotonic() - t0, 4)
-        self._log_run(res)
+        self._store(rows, res)  # whatever was verified is recorded, even if a later key failed
         return res
 
-    def _process(self, ch: SamChannel, ident: SamIdentity, res: SamResult) -> None:
-        refusal = self.registry.refusal(
-            ident.serial, station=self.station, city_code=self.city_code, holder=self.holder
-        )
-        if refusal:
-            res.status, res.error = "refused", refusal
+    def _derive(self, serial: str) -> Any:
+        a = self.registry.get(serial)
+        labels = tuple(p.label(a.city_code) for p in self.plans) if a else ()
+        with self.crypto.lock:
+            return self.crypto.sam_keys(serial, labels)
+
+    def _close_keys(self, keys: Future[Any]) -> None:
+        try:
+            sam_keys = keys.result()
+        except HsmError:
             return
+        with self.crypto.lock:
+            sam_keys.close()
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sam-hsm")
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _process(  # noqa: PLR0917 - the pieces of one SAM's run
+        self,
+        ch: SamChannel,
+        ident: SamIdentity,
+        res: SamResult,
+        recorded: dict[tuple[str, int], str],
+        keys: Future[Any] | None,
+        rows: list[dict[str, Any]],
+    ) -> None:
         a = self.registry.get(ident.serial)
         assert a is not None
         res.city_code, res.holder = a.city_code, a.holder
-        recorded = self._recorded(ident.serial)
         load: list[tuple[KeyPlan, str]] = []
         verify: list[tuple[KeyPlan, str]] = []
         for plan in self.plans:
             label = plan.label(a.city_code)
-            with self.crypto.lock:
-                kcv = self.crypto.kcv(label)
+            kcv = self.crypto.cached_kcv(label)
+            if kcv is None:
+                with self.crypto.lock:
+                    kcv = self.crypto.kcv(label)
             slot = ident.slot(plan.usage, plan.version)
             if slot is None or slot.kcv != kcv:
                 load.append((plan, label))
@@ -226,34 +268,43 @@ class Injector:
         if not load and not verify:
             res.status = "unchanged"
             return
+        checks = [(plan, label, self._expect(ident, plan, label)) for plan, label in load + verify]
         if load:
+            sam_keys = (keys or self._pool().submit(self._derive, ident.serial)).result()
+            challenge = ch.get_challenge()
             with self.crypto.lock:
-                sam_keys = self.crypto.sam(ident.serial)
-                keys = sam_keys.__enter__()
-            try:
-                challenge = ch.get_challenge()
+                auth = sam_keys.auth_cryptogram(challenge)
+            ch.external_authenticate(auth)
+            for seq, (plan, label) in enumerate(load, start=1):
                 with self.crypto.lock:
-                    auth = keys.auth_cryptogram(challenge)
-                ch.external_authenticate(auth)
-                for seq, (plan, label) in enumerate(load, start=1):
-                    with self.crypto.lock:
-                        body = keys.write_key_body(label, plan.usage, plan.version, plan.algorithm, challenge, seq)
-                    ch.write_key(body, f"WRITE KEY {_tag(plan)}")
-                    res.keys_loaded.append(_tag(plan))
-            finally:
+                    body = sam_keys.write_key_body(label, plan.usage, plan.version, plan.algorithm, challenge, seq)
+                ch.write_key(body, f"WRITE KEY {_tag(plan)}")
+                res.keys_loaded.append(_tag(plan))
+            if keys is None:
                 with self.crypto.lock:
-                    sam_keys.__exit__(None, None, None)
-        rows = []
-        try:
-            for plan, label in load + verify:
-                self._verify(ch, ident, plan, label)
-                res.keys_verified.append(_tag(plan))
-                rows.append(self._row(ident.serial, a, plan, label))
-        finally:
-            self._record(rows)  # whatever was verified is recorded, even if a later key fails
+                    sam_keys.close()
+        for plan, label, expected in checks:
+            self._verify(ch, ident, plan, label, expected)
+            res.keys_verified.append(_tag(plan))
+            rows.append(self._row(ident.serial, a, plan, label))
         res.status = "loaded"
 
-    def _verify(self, ch: SamChannel, ident: SamIdentity, plan: KeyPlan, label: str) -> None:
+    def _expected_mac1(self, label: str, terminal: str, tsn: bytes) -> bytes:
+        c = self.card
+        tail = c["amount"] + c["type"] + bytes.fromhex(terminal) + c["datetime"]
+        with self.crypto.lock:
+            return self.crypto.expected_mac1(label, c["serial"], c["random"], c["counter"], tsn, tail)
+
+    def _expect(self, ident: SamIdentity, plan: KeyPlan, label: str) -> Future[bytes] | None:
+        """Start the HSM's side of a key's verification before the SAM is asked: MAC1 depends on the SAM's terminal
+        number and transaction serial, both read with its key slots; the HSM works while the SAM loads keys."""
+        if plan.key_type != "purchase":
+            return None
+        return self._pool().submit(self._expected_mac1, label, ident.terminal, ident.tsn)
+
+    def _verify(
+        self, ch: SamChannel, ident: SamIdentity, plan: KeyPlan, label: str, expected: Future[bytes] | None
+    ) -> None:
         c = self.card
         if plan.key_type == "purchase":
             data = (
@@ -266,9 +317,10 @@ class Injector:
                 + c["serial"]
             )
             tsn, mac1 = ch.mac1(data)
-            tail = c["amount"] + c["type"] + bytes.fromhex(ident.terminal) + c["datetime"]
-            with self.crypto.lock:
-                want = self.crypto.expected_mac1(label, c["serial"], c["random"], c["counter"], tsn, tail)
+            if expected is not None and tsn == ident.tsn:
+                want = expected.result()
+            else:  # the SAM used another transaction serial than it announced: compute for that one
+                want = self._expected_mac1(label, ident.terminal, tsn)
             what = "MAC1"
         else:
             mac1 = ch.des_mac(plan.usage, plan.version, c["serial"], c["data"])
@@ -303,16 +355,13 @@ class Injector:
             "verified_by": "MAC1" if plan.key_type == "purchase" else "80FA-MAC",
         }
 
-    def _record(self, rows: list[dict[str, Any]]) -> None:
-        if self.observed is not None and rows:
-            with self.db_lock:
-                self.observed.record_keys(rows)
-
-    def _log_run(self, res: SamResult) -> None:
+    def _store(self, rows: list[dict[str, Any]], res: SamResult) -> None:
+        """Verified keys and the run's outcome for one SAM, in one transaction (none in check mode)."""
         if self.observed is None or self.check_mode:
             return
+        run = (res.serial, now(), self.station, self.operator, res.status, res.error)
         with self.db_lock:
-            self.observed.record_runs([(res.serial, now(), self.station, self.operator, res.status, res.error)])
+            self.observed.record(rows, [run])
 
 
 # ---------------------------------------------------------------------------------------------- the batch
@@ -371,8 +420,9 @@ def run_batch(  # noqa: PLR0915 - one reader loop, kept in one place
                     time.sleep(0.01)
                     continue
                 # a failed SAM stays in the reader for another attempt (a garbled exchange is transient); after
-                # MAX_ATTEMPTS, or once it is done, the machine is told to move it out
-                done = res is not None and (res.status != "failed" or tries.get(res.serial, 0) + 1 >= MAX_ATTEMPTS)
+                # MAX_ATTEMPTS, or once it is done, the machine is told to move it out. A SAM already done in this
+                # run that is still there (the machine missed the reset, e.g. the SAM was reseated) is told again.
+                done = res is None or res.status != "failed" or tries.get(res.serial, 0) + 1 >= MAX_ATTEMPTS
                 pc.release(ch, advance=advance and done)
                 if res is not None and res.status == "failed":
                     tries[res.serial] = tries.get(res.serial, 0) + 1
@@ -382,6 +432,7 @@ def run_batch(  # noqa: PLR0915 - one reader loop, kept in one place
                     time.sleep(0.005)
                     continue
                 last = time.monotonic()
+                res.done_at = round(last - stats["start"], 4)
                 with lock:
                     results.append(res)
                     stats["last_done"] = last
@@ -391,10 +442,13 @@ def run_batch(  # noqa: PLR0915 - one reader loop, kept in one place
             pc.close()
 
     threads = [threading.Thread(target=worker, args=(r,), name=f"sam-{r}") for r in readers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        injector.close()
     if errors and not results:
         raise SamError("; ".join(sorted(set(errors))))
     if timing is not None:  # the batch's working time: first SAM in to last SAM done (not the final idle wait)
@@ -457,16 +511,19 @@ def inject(p: Mapping[str, Any], *, check_mode: bool = False) -> dict[str, Any]:
             )
             reader_errors: list[str] = []
             timing: dict[str, float] = {}
-            results = run_batch(
-                injector,
-                readers,
-                reader_errors=reader_errors,
-                timing=timing,
-                max_sams=p.get("max_sams") or 0,
-                idle_timeout=float(p.get("idle_timeout") or 3.0),
-                advance=bool(advance),
-                trace=trace,
-            )
+            try:
+                results = run_batch(
+                    injector,
+                    readers,
+                    reader_errors=reader_errors,
+                    timing=timing,
+                    max_sams=p.get("max_sams") or 0,
+                    idle_timeout=float(p.get("idle_timeout") or 3.0),
+                    advance=bool(advance),
+                    trace=trace,
+                )
+            finally:
+                crypto.close()
     finally:
         if observed is not None:
             observed.close()

@@ -146,6 +146,15 @@ CREATE INDEX IF NOT EXISTS sam_runs_serial ON sam_runs (serial);
 """
 
 
+_UPSERT = (
+    "INSERT INTO sam_keys VALUES (:serial, :key_type, :version, :algorithm, :kcv, :city_code, :holder, "
+    ":station, :operator, :loaded_at, :verified_by) ON CONFLICT (serial, key_type, version) DO UPDATE "
+    "SET kcv = excluded.kcv, algorithm = excluded.algorithm, city_code = excluded.city_code, "
+    "holder = excluded.holder, station = excluded.station, operator = excluded.operator, "
+    "loaded_at = excluded.loaded_at, verified_by = excluded.verified_by"
+)
+
+
 class Observed:
     """What was loaded and verified, per SAM (SQLite, WAL)."""
 
@@ -172,22 +181,19 @@ class Observed:
 
     def record_keys(self, rows: list[dict[str, Any]]) -> None:
         """Upsert verified keys (one row per SAM, key type and version: a re-run never duplicates)."""
-        if not rows:
-            return
-        with self.db:
-            self.db.executemany(
-                "INSERT INTO sam_keys VALUES (:serial, :key_type, :version, :algorithm, :kcv, :city_code, :holder, "
-                ":station, :operator, :loaded_at, :verified_by) ON CONFLICT (serial, key_type, version) DO UPDATE "
-                "SET kcv = excluded.kcv, algorithm = excluded.algorithm, city_code = excluded.city_code, "
-                "holder = excluded.holder, station = excluded.station, operator = excluded.operator, "
-                "loaded_at = excluded.loaded_at, verified_by = excluded.verified_by",
-                rows,
-            )
+        if rows:
+            self.record(rows, [])
 
     def record_runs(self, rows: list[tuple[str, str, str, str, str, str]]) -> None:
-        if rows:
-            with self.db:
-                self.db.executemany("INSERT INTO sam_runs VALUES (?, ?, ?, ?, ?, ?)", rows)
+        self.record([], rows)
+
+    def record(self, keys: list[dict[str, Any]], runs: list[tuple[str, str, str, str, str, str]]) -> None:
+        """Verified keys (upserted) and run outcomes, in one transaction."""
+        with self.db:
+            if keys:
+                self.db.executemany(_UPSERT, keys)
+            if runs:
+                self.db.executemany("INSERT INTO sam_runs VALUES (?, ?, ?, ?, ?, ?)", runs)
 
     def query(self, *, serial: str = "", city_code: str = "", holder: str = "", limit: int = 0) -> list[dict[str, Any]]:
         where, args = [], []

@@ -85,7 +85,8 @@ def test_identity_and_key_slots_never_carry_values() -> None:
     chal = authenticate(card)
     ok(card.process(write_key_apdu(chal, 1)))
     info = ok(card.process(bytes.fromhex("80CA000000")))
-    assert info[0] == 8 and info[1:4] == bytes([1, 1, 1]) and info[4:7] == ecb(PURCHASE, bytes(8))[:3]
+    assert info[:4] == bytes(4) and info[4] == 8  # transaction serial, capacity
+    assert info[5:8] == bytes([1, 1, 1]) and info[8:11] == ecb(PURCHASE, bytes(8))[:3]
     assert PURCHASE not in info and PURCHASE.hex().encode() not in info
 
 
@@ -147,8 +148,10 @@ def test_state_is_sealed_persistent_and_private(tmp_path: Path) -> None:
     store.save(st)
     card = PsamCard(store.load(SERIAL), store.save)
     ok(card.process(write_key_apdu(authenticate(card), 1)))
-    again = store.load(SERIAL)  # removal and reinsertion: a new PsamCard from the stored state
+    store.flush()
+    again = StateStore(tmp_path).load(SERIAL)  # reinsertion after an emulator restart: from the file
     assert [(s.usage, s.version, s.key) for s in again.slots] == [(1, 1, PURCHASE)]
+    assert store.load(SERIAL) is card.state  # reinsertion while running: the live state
     for f in tmp_path.iterdir():
         data = f.read_bytes()
         for secret in (PURCHASE, MK, KEK):
@@ -187,6 +190,7 @@ def test_vpcd_framing_feeder_and_removal(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "state")
     for n in (1, 2, 3):
         store.save(CardState(f"4444010000000000000{n}", "440100000001", MK, tk(), KEK))
+    store.flush()
     vpcd = FakeVpcd()
     emu = srv.Emulator(tmp_path / "state", [vpcd.port])
     emu.start()

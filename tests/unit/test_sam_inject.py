@@ -159,7 +159,7 @@ def test_unregistered_revoked_and_other_city_refused(bench: Bench) -> None:
     assert "not in the SAM registry" in results[serials[0]].error
     assert "is revoked" in results[serials[1]].error
     assert "assigned to city 440300" in results[serials[2]].error
-    assert all(r.apdus == 4 for r in results.values())  # identification only: no key APDU
+    assert all(r.apdus == 2 for r in results.values())  # SELECT and the serial: refused before anything else
     assert bench.obs.query() == []
 
 

@@ -200,8 +200,10 @@ class PsamCard:
 
     # ------------------------------------------------------------------ proprietary commands
     def _key_info(self, p1: int, p2: int, data: bytes, le: int | None) -> bytes:
-        """80 CA: capacity, then per slot usage, version, algorithm, KCV(3). Never a key value."""
-        out = bytes([self.state.capacity if not self.faults.full else len(self.state.slots)])
+        """80 CA: PSAM transaction serial(4), capacity(1), then per slot usage, version, algorithm, KCV(3).
+        Never a key value."""
+        out = self.state.tsn.to_bytes(4, "big")
+        out += bytes([self.state.capacity if not self.faults.full else len(self.state.slots)])
         for s in self.state.slots:
             out += bytes([s.usage, s.version, s.algorithm]) + s.kcv
         return out + SW_OK

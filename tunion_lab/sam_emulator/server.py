@@ -40,6 +40,8 @@ TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
 #: card down it may stay silent, so the watchdog then waits longer (a reseat of an idle SAM is harmless).
 WATCHDOG_SECONDS = 1.2
 WATCHDOG_POWERED_DOWN_SECONDS = 5.0
+#: inside a station's session (APDUs since the last power event) the gaps are milliseconds: a wedge is found sooner
+WATCHDOG_IN_SESSION_SECONDS = 0.6
 CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0, 1, 2, 4
 
 
@@ -81,6 +83,10 @@ class ReaderSlot(threading.Thread):
                 chunk = self.sock.recv(n - len(buf))
             except TimeoutError:
                 raise ReaderWedged(f"vpcd silent for {self.sock.gettimeout()} s") from None
+            # ACK now: vpcd does not set TCP_NODELAY, so after a control message that gets no answer (power,
+            # reset) its next message waits for this ACK, which Linux would otherwise delay by ~40 ms
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
             if not chunk:
                 raise CardRemoved("vpcd closed the connection")
             buf += chunk
@@ -154,10 +160,14 @@ class ReaderSlot(threading.Thread):
         """Answer vpcd until the SAM leaves. Returns (outcome, whether the socket stays for the next SAM)."""
         session_apdus = 0
         powered_down = False
+        in_session = False
         assert self.sock is not None
         try:
             while not self.stopping:
-                self.sock.settimeout(WATCHDOG_POWERED_DOWN_SECONDS if powered_down else WATCHDOG_SECONDS)
+                if in_session:
+                    self.sock.settimeout(WATCHDOG_IN_SESSION_SECONDS)
+                else:
+                    self.sock.settimeout(WATCHDOG_POWERED_DOWN_SECONDS if powered_down else WATCHDOG_SECONDS)
                 (n,) = struct.unpack(">H", self._recv(2))
                 msg = self._recv(n)
                 if n == 1:
@@ -174,11 +184,13 @@ class ReaderSlot(threading.Thread):
                     elif ctrl in (CTRL_ON, CTRL_OFF, CTRL_RESET):
                         card.power_on()
                     powered_down = ctrl == CTRL_OFF
+                    in_session = in_session and ctrl == CTRL_ATR
                     continue
                 if card.faults.remove_after and card.apdus >= card.faults.remove_after:
                     return f"removed after {card.apdus} APDUs", False
                 session_apdus += 1
                 powered_down = False
+                in_session = True
                 try:
                     rapdu = card.process(msg)
                 except Exception:  # a card never goes silent: answer "no precise diagnosis" and log why
@@ -216,7 +228,6 @@ class Emulator:
     def __init__(self, state_dir: str | os.PathLike[str], ports: list[int], host: str = "127.0.0.1") -> None:
         self.store = StateStore(state_dir)
         self.readers = [ReaderSlot(i, host, p, self) for i, p in enumerate(ports)]
-        self.pending_issuer: dict[str, dict[str, str]] = {}
         self.history: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self._rr = 0
@@ -228,17 +239,12 @@ class Emulator:
     def stop(self) -> None:
         for r in self.readers:
             r.stop()
+        self.store.flush()
 
     def card(self, feed: Feed) -> PsamCard:
-        with self.lock:
-            issuer = self.pending_issuer.pop(feed.serial, None)
-        if self.store.exists(feed.serial):
-            state = self.store.load(feed.serial)
-        elif issuer is not None:
-            state = self.store.manufacture(feed.serial, issuer.get("terminal"), issuer["mk"], issuer["kek"])
-        else:
+        if not self.store.exists(feed.serial):
             raise ValueError("unknown SAM, and no manufacturing keys were given for it")
-        return PsamCard(state, self.store.save, feed.faults)
+        return PsamCard(self.store.load(feed.serial), self.store.save, feed.faults)
 
     def record(self, reader: int, serial: str, apdus: int, outcome: str) -> None:
         log.info("reader %d: SAM %s out after %d APDUs (%s)", reader, serial, apdus, outcome)
@@ -251,15 +257,14 @@ class Emulator:
         key) and the request's ``batch_kek`` (likewise wrapped): the emulator then manufactures it."""
         sams = req.get("sams") or []
         per_reader: dict[int, list[Feed]] = {}
-        for sam in sams:
+        for sam in sams:  # manufactured now, as SAMs are long before they reach a personalisation machine
             serial = check_serial(sam["serial"])
             if sam.get("mk") and not self.store.exists(serial):
-                with self.lock:
-                    self.pending_issuer[serial] = {
-                        "mk": sam["mk"],
-                        "kek": req["batch_kek"],
-                        "terminal": sam.get("terminal") or "",
-                    }
+                self.store.manufacture(serial, sam.get("terminal") or None, sam["mk"], req["batch_kek"])
+            elif not self.store.exists(serial):
+                raise ValueError(f"SAM {serial} is unknown to the emulator and comes without manufacturing keys")
+        for sam in sams:
+            serial = check_serial(sam["serial"])
             if "reader" in sam and sam["reader"] is not None:
                 idx = int(sam["reader"]) % len(self.readers)
             else:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import threading
+import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -52,10 +53,23 @@ class StateStore:
         assert isinstance(key, rsa.RSAPrivateKey)
         self._factory = key
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._sealed: dict[tuple[str, bytes], str] = {}
+        self._live: dict[str, CardState] = {}
+        self._unwrapped: dict[str, bytes] = {}
+        self._dirty: set[str] = set()
+        threading.Thread(target=self._writer, name="sam-state-writer", daemon=True).start()
 
     def _seal(self, serial: str, value: bytes) -> str:
+        cached = self._sealed.get((serial, value))
+        if cached is not None:  # unchanged secrets keep their sealed form: a save costs one JSON write
+            return cached
         nonce = os.urandom(12)
-        return (nonce + self._aead.encrypt(nonce, value, serial.encode())).hex()
+        blob = (nonce + self._aead.encrypt(nonce, value, serial.encode())).hex()
+        if len(self._sealed) > 20000:
+            self._sealed.clear()
+        self._sealed[(serial, value)] = blob
+        return blob
 
     def _open(self, serial: str, blob: str) -> bytes:
         raw = bytes.fromhex(blob)
@@ -65,9 +79,15 @@ class StateStore:
         return self.dir / f"{serial}.json"
 
     def exists(self, serial: str) -> bool:
-        return self.path(serial).exists()
+        return serial in self._live or self.path(serial).exists()
 
     def load(self, serial: str) -> CardState:
+        """The SAM's state: the live one if the SAM was seen since the emulator started, else from its file."""
+        with self._lock:
+            live = self._live.get(serial)
+        return live if live is not None else self._read(serial)
+
+    def _read(self, serial: str) -> CardState:
         d = json.loads(self.path(serial).read_text())
         return CardState(
             serial=d["serial"],
@@ -84,6 +104,29 @@ class StateStore:
         )
 
     def save(self, st: CardState) -> None:
+        """Record a change of the SAM's memory. Written behind by a thread within ~10 ms (a SAM's EEPROM write is
+        not on the APDU path either); :meth:`flush` writes everything at once (emulator stop)."""
+        with self._lock:
+            self._live[st.serial] = st
+            self._dirty.add(st.serial)
+            self._wake.notify()
+
+    def flush(self) -> None:
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            states = [self._live[s] for s in dirty]
+        for st in states:
+            self._write(st)
+
+    def _writer(self) -> None:
+        while True:
+            with self._lock:
+                while not self._dirty:
+                    self._wake.wait()
+            time.sleep(0.01)  # coalesce the writes of one SAM session
+            self.flush()
+
+    def _write(self, st: CardState) -> None:
         d = {
             "serial": st.serial,
             "terminal": st.terminal,
@@ -114,8 +157,15 @@ class StateStore:
         return self._factory.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
 
     def _unwrap(self, blob_hex: str) -> bytes:
+        if blob_hex in self._unwrapped:  # the batch KEK comes once per batch
+            return self._unwrapped[blob_hex]
         oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)  # noqa: S303
         return self._factory.decrypt(bytes.fromhex(blob_hex), oaep)
+
+    def _unwrap_kek(self, blob_hex: str) -> bytes:
+        key = self._unwrap(blob_hex)
+        self._unwrapped = {blob_hex: key}
+        return key
 
     def manufacture(
         self, serial: str, terminal: str | None, master_key: str, batch_kek: str, capacity: int = 8
@@ -128,7 +178,7 @@ class StateStore:
         if not _TERMINAL_RE.match(terminal):
             raise ValueError(f"terminal number {terminal!r} must be 12 hex digits")
         try:
-            mk, kek = self._unwrap(master_key), self._unwrap(batch_kek)
+            mk, kek = self._unwrap(master_key), self._unwrap_kek(batch_kek)
         except (TypeError, ValueError):
             raise ValueError(f"the keys for SAM {serial} do not unwrap under the manufacturer's key") from None
         st = CardState(
@@ -139,6 +189,5 @@ class StateStore:
             batch_kek=kek,
             capacity=capacity,
         )
-        with self._lock:
-            self.save(st)
+        self.save(st)
         return st
