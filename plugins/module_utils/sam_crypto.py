@@ -92,20 +92,34 @@ class SamCrypto:
     def __init__(self, hsm: HsmToken, issuer_label: str, kek_label: str) -> None:
         self.hsm = hsm
         self.lock = threading.RLock()
-        self.issuer = hsm.get_key(issuer_label)
+        self.issuer_label = issuer_label
         self.kek_label = kek_label
-        kek = hsm.find_key(label=kek_label)
-        if kek is None:
-            raise HsmError(
-                f"no batch transport KEK labelled {kek_label!r} in token {hsm.label!r}; the SO creates it once "
-                "(tunion.keymgmt.sam_inject with O(batch_kek_so_pin), see docs/sam-profile.md)"
-            )
-        self.kek = kek
+        self._issuer: Any = None
+        self._kek: Any = None
         self._keys: dict[str, Any] = {}
         self._kcv: dict[str, str] = {}
         self._inner: dict[str, bytes] = {}
         self._card_keys: dict[tuple[str, bytes], Any] = {}
         self._des_macs: dict[tuple[str, bytes, bytes], bytes] = {}
+
+    @property
+    def issuer(self) -> Any:
+        """The SAM issuer key, looked up when a SAM first needs it (a run with no SAM touches no key)."""
+        if self._issuer is None:
+            self._issuer = self.hsm.get_key(self.issuer_label)
+        return self._issuer
+
+    @property
+    def kek(self) -> Any:
+        if self._kek is None:
+            kek = self.hsm.find_key(label=self.kek_label)
+            if kek is None:
+                raise HsmError(
+                    f"no batch transport KEK labelled {self.kek_label!r} in token {self.hsm.label!r}: the SAMs' "
+                    "manufacturing creates it (SO, trusted AES-128; docs/sam-profile.md), and these SAMs need it"
+                )
+            self._kek = kek
+        return self._kek
 
     def key(self, label: str) -> Any:
         if label not in self._keys:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_injection import DEFAULT_TEST_CARD
 
 from tests.conftest import LAB_DIR, REPO, find_in_lab_files, run_playbook, secret_forms
 from tests.hsm_helpers import TEST_COMPONENTS, clear_test_key, kcv_des3, pboc_diversify
@@ -48,14 +49,7 @@ SLOTS = [int(x) for x in os.environ.get("TUNION_SAM_SLOTS", "0,1,2,3").split(","
 CITIES = ["440100", "440300", "440400", "440600"]
 N = 200
 RULE = "第二条(四)"
-TEST_CARD = {
-    "serial": "4401000000000001",
-    "random": "1A2B3C4D",
-    "counter": "0001",
-    "amount": "00000001",
-    "type": "06",
-    "datetime": "20250101120000",
-}
+TEST_CARD = {k: v for k, v in DEFAULT_TEST_CARD.items() if k != "data"}  # what the interop script sends
 
 
 def city_key(city: str) -> bytes:

@@ -70,6 +70,7 @@ class Bench:
 
     def run(self, registry: Registry, keys: list[dict[str, Any]] | None = None, **kw: Any) -> list[Any]:
         plans = plan_keys(TEST_CATALOGUE, keys or [{"key": "purchase"}])
+        inj_kw = {k: kw.pop(k) for k in ("check_mode", "city_code") if k in kw}
         with hsm_session(SOFTHSM, self.token, USER_PIN, rw=False) as tok:
             inj = Injector(
                 plans=plans,
@@ -78,7 +79,7 @@ class Bench:
                 crypto=SamCrypto(tok, ISSUER_LABEL, BATCH_KEK_LABEL),
                 station="sam-station-01",
                 operator="tester",
-                check_mode=kw.pop("check_mode", False),
+                **inj_kw,
             )
             return run_batch(inj, READERS, idle_timeout=0.2, context=self.readers.context, **kw)
 
@@ -143,18 +144,7 @@ def test_unregistered_revoked_and_other_city_refused(bench: Bench) -> None:
             [(serials[1], CITY, "gz-metro", "revoked"), (serials[2], "440300", "sz-bus", "active")],
         )
     )
-    plans = plan_keys(TEST_CATALOGUE, [{"key": "purchase"}])
-    with hsm_session(SOFTHSM, bench.token, USER_PIN, rw=False) as tok:
-        inj = Injector(
-            plans=plans,
-            registry=reg,
-            observed=bench.obs,
-            crypto=SamCrypto(tok, ISSUER_LABEL, BATCH_KEK_LABEL),
-            station="sam-station-01",
-            operator="tester",
-            city_code=CITY,
-        )
-        results = {r.serial: r for r in run_batch(inj, READERS, idle_timeout=0.2, context=bench.readers.context)}
+    results = {r.serial: r for r in bench.run(reg, city_code=CITY)}
     assert [r.status for r in results.values()] == ["refused"] * 3
     assert "not in the SAM registry" in results[serials[0]].error
     assert "is revoked" in results[serials[1]].error
