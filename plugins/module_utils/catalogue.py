@@ -55,6 +55,7 @@ class KeyVersion:
     not_before: _dt.date
     not_after: _dt.date
     kcv: str | None = None  # expected KCV (hex) for imported keys
+    standby: bool = False  # issued only when a rotation needs it (docs/revocation.md)
 
     def valid_on(self, day: _dt.date) -> bool:
         return self.not_before <= day <= self.not_after
@@ -233,8 +234,11 @@ def _entry(raw: Mapping[str, Any], idx: int, errors: list[str]) -> KeyTypeEntry 
         kcv = vraw.get("kcv")
         if kcv is not None and not re.fullmatch(r"[0-9A-Fa-f]{6,10}", str(kcv)):
             errors.append(f"{vwhere}: kcv must be 6 to 10 hex digits")
+        standby = vraw.get("standby", False)
+        if not isinstance(standby, bool):
+            errors.append(f"{vwhere}: standby must be true or false")
         if ver is not None and nb and na:
-            versions.append(KeyVersion(ver, nb, na, str(kcv).upper() if kcv is not None else None))
+            versions.append(KeyVersion(ver, nb, na, str(kcv).upper() if kcv is not None else None, standby is True))
     if len(errors) > n0:
         return None
     return KeyTypeEntry(
@@ -311,6 +315,7 @@ def catalogue_summary(cat: Catalogue) -> list[dict[str, Any]]:
                         "not_before": v.not_before.isoformat(),
                         "not_after": v.not_after.isoformat(),
                         "kcv": v.kcv,
+                        "standby": v.standby,
                         "label": e.label(v.version),
                         "id": e.id(v.version).hex(),
                     }
