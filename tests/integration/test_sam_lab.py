@@ -98,7 +98,7 @@ class Station:
             "sam_registry_csv": str(self.registry),
             "sam_observed_db": str(self.observed),
             "sam_readers": [READERS],
-            "sam_idle_timeout": 2,
+            "sam_idle_timeout": 5,  # vpcd may need a second or two to recover a reseated reader
             "sam_trace": True,
         }
         v.update(more)
