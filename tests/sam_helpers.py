@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import (
     hsm_session,
     key_id,
     key_label,
+    load_library,
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_apdu import CardGone, SamChannel
 from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_crypto import (
@@ -43,7 +46,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_crypto import (
     export_batch_kek,
     manufacture_master_keys,
 )
-from hsm_helpers import SO_PIN, TEST_COMPONENTS, USER_PIN, kcv_des3
+from hsm_helpers import SO_PIN, TEST_COMPONENTS, USER_PIN, kcv_des3, temp_token
 
 from tunion_lab.sam_emulator.card import Faults, PsamCard
 from tunion_lab.sam_emulator.client import EmulatorClient
@@ -96,6 +99,16 @@ TEST_CATALOGUE: list[dict[str, Any]] = [
         "versions": [{"version": 1, "not_before": "2025-01-01", "not_after": "2030-12-31"}],
     },
 ]
+
+
+@contextmanager
+def fresh_token(label: str) -> Iterator[Path]:
+    """A throw-away token (hsm_helpers.temp_token), with the PKCS#11 library re-initialised on the way in and out:
+    SoftHSM reads SOFTHSM2_CONF only in C_Initialize, and python-pkcs11 keeps one initialised library per process."""
+    with temp_token(label) as tmp:
+        load_library(SOFTHSM).reinitialize()
+        yield tmp
+    load_library(SOFTHSM).reinitialize()
 
 
 def provision_test_keys(tok: HsmToken, cities: list[str]) -> None:

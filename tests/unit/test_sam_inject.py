@@ -23,7 +23,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_injection impor
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_registry import Observed, Registry
 
-from tests.hsm_helpers import clear_test_key, kcv_des3, pboc_diversify, strip_parity, temp_token
+from tests.hsm_helpers import clear_test_key, kcv_des3, pboc_diversify, strip_parity
 from tests.sam_helpers import (
     BATCH_KEK_LABEL,
     ISSUER_LABEL,
@@ -31,6 +31,7 @@ from tests.sam_helpers import (
     TEST_CATALOGUE,
     USER_PIN,
     FakeReaders,
+    fresh_token,
     hsm_session,
     make_cards,
     provision_test_keys,
@@ -44,7 +45,7 @@ READERS = ["R0", "R1"]
 
 @pytest.fixture(scope="module")
 def token() -> Iterator[str]:
-    with temp_token("samunit"):
+    with fresh_token("samunit"):
         with hsm_session(SOFTHSM, "samunit", USER_PIN) as tok:
             provision_test_keys(tok, [CITY])
         yield "samunit"
