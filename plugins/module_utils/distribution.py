@@ -41,9 +41,9 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import (
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, OpenBaoError
 
 try:
-    from pkcs11 import Attribute, ObjectClass
+    from pkcs11 import ObjectClass
 except ImportError:  # pragma: no cover - hsm.py reports the missing library
-    Attribute = ObjectClass = None  # type: ignore[assignment,misc]
+    ObjectClass = None  # type: ignore[assignment,misc]
 
 MOUNT = "tunion-kb"
 APPROLE_MOUNT = "approle"
@@ -345,7 +345,7 @@ def ensure_city_rsa(hsm: HsmToken, city_code: str, check_mode: bool) -> tuple[bo
         )
     if check_mode:
         return True, None
-    pub, _ = hsm.generate_rsa_keypair(RSA_BITS, label)
+    pub, _private = hsm.generate_rsa_keypair(RSA_BITS, label)
     return True, hsm.public_key_der(pub)
 
 
@@ -629,7 +629,7 @@ def city_in_step(
     if int(kek.get("version", -1)) != int(envelope["kek_version"]) or kek.get("kcv") != envelope["kek_kcv"]:
         return False
     reported = {name: str(item.get("kcv")) for name, item in (status.get("keys") or {}).items()}
-    return reported == {name: header["kcv"] for name, (_, header) in blocks.items()}
+    return reported == {name: header["kcv"] for name, (_block, header) in blocks.items()}
 
 
 def publish_for_cities(
@@ -684,7 +684,7 @@ def publish_for_cities(
                 fresh = not written and not retired and report[target.city]["envelope"] == "unchanged"
                 if fresh and city_in_step(bao, target.city, envelope, blocks):
                     in_step.append(target.city)
-    for target, _ in to_wrap:
+    for target, _wrapped in to_wrap:
         if target.city not in envelopes:  # check mode: every block would be made under the new KEK
             report[target.city]["blocks_written"] = [block_name(g.key_type, g.version) for g in target.grants]
     return {

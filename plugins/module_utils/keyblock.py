@@ -209,7 +209,7 @@ def parse(block: str) -> ParsedBlock:  # noqa: PLR0912 - one check per field, ea
     if not nopt.isdigit() or not re.match(r"^[0-9A-F]{2}$", kvn):
         raise KeyBlockError("key block refused: fixed header is malformed")
     offset, values = FIXED_HEADER_LEN, {}
-    for _ in range(int(nopt)):
+    for _index in range(int(nopt)):
         ident, length_hex = block[offset : offset + 2], block[offset + 2 : offset + 4]
         if not re.match(r"^[0-9A-F]{2}$", length_hex) or int(length_hex, 16) < 4:
             raise KeyBlockError(f"key block refused: optional block at {offset} is malformed")

@@ -160,7 +160,7 @@ def desired_statuses(
     if errors:
         raise RevocationError("status refused: " + "; ".join(errors) + ". Nothing was changed.")
     for key, record in (recorded or {}).items():
-        kind, _, name = key.partition(":")
+        kind, _colon, name = key.partition(":")
         if kind not in KINDS or record.get("status") not in ("suspended", "revoked"):
             continue
         kept = Status(

@@ -66,7 +66,7 @@ def _version_rotations(
     catalogue lacks."""
     missing = []
     for name in revoked_versions:
-        key_type, _, hexversion = name.rpartition(".v")
+        key_type, _sep, hexversion = name.rpartition(".v")
         version, when = int(hexversion, 16), parse_day(key_versions[name].get("date"), day).isoformat()
         if key_type not in shared or (key_type, version) in rotations:
             continue

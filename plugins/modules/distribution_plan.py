@@ -93,7 +93,7 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
     opened.append(bao)
     statuses = rm.status_dicts(rm.statuses_in_force(bao, p, world)[1], world)
     grants = {t["city"]: list(t.get("grants") or []) for t in p["targets"]}
-    plan, _ = rm.rotation_plan(bao, p, statuses, registry, grants)
+    plan, _changes = rm.rotation_plan(bao, p, statuses, registry, grants)
     active = [c for c, s in statuses["cities"].items() if s["status"] == "active"]
     skipped = {c: s for c, s in statuses["cities"].items() if s["status"] != "active"}
     for city, status in sorted(skipped.items()):
