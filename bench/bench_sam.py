@@ -116,7 +116,9 @@ def replay(
             serial = None
             for n, apdu in enumerate(apdus):
                 hr, resp = scard.SCardTransmit(h, scard.SCARD_PCI_T0, list(apdu))
-                if n == 1 and hr == scard.SCARD_S_SUCCESS:
+                if n == 1:
+                    if hr != scard.SCARD_S_SUCCESS or len(resp) != 16 or resp[-2:] != [0x90, 0x00]:
+                        break  # a garbled exchange (vpcd, docs/sam-profile.md): read this SAM again
                     serial = bytes(resp[:10]).hex().upper()
                     apdus = sessions.get(serial, fallback)
             if serial is None:
@@ -153,8 +155,9 @@ def one_round(client: EmulatorClient, a: argparse.Namespace, slots: list[int], w
         "sam_registry_csv": str(work / "reg.csv"),
         "sam_observed_db": str(work / "observed.db"),
         "sam_readers": [a.readers],
-        "sam_idle_timeout": 2,
+        "sam_idle_timeout": 5,
         "sam_trace": True,
+        "sam_pcscd_socket": a.pcscd_socket,
     }
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     t = time.monotonic()
@@ -174,7 +177,7 @@ def one_round(client: EmulatorClient, a: argparse.Namespace, slots: list[int], w
     sessions = sessions_from_trace(res["trace"])
     feed(client, None, serials, slots)
     time.sleep(1.5)  # let pcscd see the first SAMs, as they were before the project's run
-    n, rep_s, rep_gap = replay(readers, sessions, a.count, 2.0)
+    n, rep_s, rep_gap = replay(readers, sessions, a.count, 5.0)
     per_reader: dict[str, list[float]] = defaultdict(list)
     for sam in res["sams"]:
         per_reader[sam["reader"]].append(sam["done_at"])
@@ -214,10 +217,14 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--readers", default="TUnion Lab VPCD *")
     ap.add_argument("--slots", default="0,1,2,3", help="emulator reader slots matching --readers")
+    ap.add_argument("--pcscd-socket", default="", help="a pcscd other than the lab's (PCSCLITE_CSOCK_NAME)")
+    ap.add_argument("--emulator-lab-dir", default=str(LAB_DIR), help="lab dir of the emulator serving those readers")
     a = ap.parse_args()
     slots = [int(x) for x in a.slots.split(",")]
-    ensure_emulator()
-    client = EmulatorClient(emulator_socket())
+    if a.pcscd_socket:
+        os.environ["PCSCLITE_CSOCK_NAME"] = a.pcscd_socket
+    ensure_emulator(Path(a.emulator_lab_dir))
+    client = EmulatorClient(emulator_socket(Path(a.emulator_lab_dir)))
     client.call("clear", eject=True)
     work = LAB_DIR / "nodes" / PROVINCE_USER / f"sam-bench-{os.getpid()}"
     work.mkdir(mode=0o755)

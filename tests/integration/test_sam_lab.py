@@ -8,7 +8,8 @@ SAM pulled out after 5 APDUs ends failed and is completed by the next run withou
 purchase key never appears in -vvv output, logs or lab files.
 
 TUNION_SAM_READERS / TUNION_SAM_SLOTS narrow the readers (pattern) and emulator slots (indices) when some of the
-lab's readers are out of order; by default all four are used.
+lab's readers are out of order; by default all four are used. PCSCLITE_CSOCK_NAME and TUNION_SAM_EMULATOR_LAB point
+the test at another pcscd and its emulator.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 READERS = os.environ.get("TUNION_SAM_READERS", "TUnion Lab VPCD *")
 SLOTS = [int(x) for x in os.environ.get("TUNION_SAM_SLOTS", "0,1,2,3").split(",")]
+# another pcscd than the lab's (its socket; the interop script inherits PCSCLITE_CSOCK_NAME) and its emulator
+PCSCD_SOCKET = os.environ.get("PCSCLITE_CSOCK_NAME", "")
+EMULATOR_LAB = Path(os.environ.get("TUNION_SAM_EMULATOR_LAB", str(LAB_DIR)))
 CITIES = ["440100", "440300", "440400", "440600"]
 N = 200
 RULE = "第二条(四)"
@@ -65,14 +69,14 @@ def odd_parity(key: bytes) -> bytes:
 def emu() -> Iterator[EmulatorClient]:
     if not (LAB_DIR / "nodes" / PROVINCE_USER).exists():
         pytest.fail("the lab is not up: run bin/lab up, then playbooks/site.yml (provision_hsm, issue_keys)")
-    started = ensure_emulator()
-    client = EmulatorClient(emulator_socket())
+    started = ensure_emulator(EMULATOR_LAB)
+    client = EmulatorClient(emulator_socket(EMULATOR_LAB))
     client.call("clear", eject=True)
     yield client
     client.call("clear", eject=True)
     client.close()
     if started:
-        stop_emulator()
+        stop_emulator(EMULATOR_LAB)
 
 
 class Station:
@@ -100,6 +104,7 @@ class Station:
             "sam_readers": [READERS],
             "sam_idle_timeout": 5,  # vpcd may need a second or two to recover a reseated reader
             "sam_trace": True,
+            "sam_pcscd_socket": PCSCD_SOCKET,
         }
         v.update(more)
         return json.dumps(v)
