@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_injection import DEFAULT_TEST_CARD
 
-from tests.conftest import LAB_DIR, REPO, find_in_lab_files, run_playbook, secret_forms
+from tests.conftest import LAB_DIR, REPO, find_in_lab_files, run_ansible, run_playbook, secret_forms
 from tests.hsm_helpers import TEST_COMPONENTS, clear_test_key, kcv_des3, pboc_diversify
 from tests.sam_helpers import (
     PROVINCE_USER,
@@ -256,4 +256,36 @@ def test_check_mode_reports_and_changes_nothing(emu: EmulatorClient, station: St
     sam = next(s for s in inject_result(run.stdout)["sams"] if s["serial"] == serial)
     assert sam["status"] == "would_load" and sam["keys_to_load"] == ["purchase.v01"]
     assert station.loaded_rows(serial) == []
+    emu.call("clear", eject=True)
+
+
+def test_sam_info_reads_slots_never_values(emu: EmulatorClient, station: Station) -> None:
+    serial = station.serial("440300", 0x5000)
+    station.register([serial], "440300", "holder-440300")
+    make(emu, [serial], reader=SLOTS[0])
+    assert run_playbook("inject_sams.yml", "-e", station.extra_vars()).returncode == 0
+    queue(emu, {}, serials=[serial], reader=SLOTS[0])
+    play = station.root / "sam_info.yml"
+    play.write_text(
+        json.dumps(
+            [
+                {
+                    "hosts": "sam_stations",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "tunion.keymgmt.sam_info": {"readers": [READERS], "registry": str(station.registry)},
+                            "environment": {"PCSCLITE_CSOCK_NAME": PCSCD_SOCKET} if PCSCD_SOCKET else {},
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    run = run_ansible("ansible-playbook", str(play), "-v")
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert serial in run.stdout and '"key_type": "purchase"' in run.stdout
+    kcv = kcv_des3(city_key("440300")).hex().upper()
+    assert f'"kcv": "{kcv}"' in run.stdout and '"holder": "holder-440300"' in run.stdout
+    assert not [n for n in secret_forms(city_key("440300")) if n in run.stdout.encode()]
     emu.call("clear", eject=True)
