@@ -91,7 +91,14 @@ def plan_keys(
             try:
                 assert_sam_allowed(entry)
             except CatalogueError as exc:
-                raise PolicyError(f"refusing to send key {name!r} to any SAM: {'; '.join(exc.errors)}") from None
+                if entry.key_class == "consumption":  # consumption, but the catalogue keeps it off SAMs
+                    raise PolicyError(f"refusing to send key {name!r} to any SAM: {'; '.join(exc.errors)}") from None
+                cn = {"recharge": "充值类", "internal": "内部"}.get(entry.key_class, entry.key_class)
+                raise PolicyError(
+                    f"refusing to send key {name!r} to any SAM: it is {entry.key_class}-class ({cn}), and "
+                    f"专用安全存取模块仅存储消费类密钥 (粤交〔2019〕11号 第二条(四)): SAMs hold consumption keys only. "
+                    "Nothing was sent to any SAM."
+                ) from None
             ver = req.get("version")
             wanted.append((entry, None if ver is None else int(ver)))
     else:
