@@ -500,13 +500,25 @@ def pcscd_service(cfg: LabConfig) -> Service:
     return Service("pcscd", str(cfg.path("pcsc")), [("0.0.0.0", port) for port in cfg.vpcd_ports], "lab_vpcd_base_port")  # noqa: S104
 
 
+def vpcd_library(cfg: LabConfig, index: int) -> str:
+    """The driver file for reader entry `index`.
+
+    Entries loaded from one driver file share vpcd's state and garble each other's APDUs
+    (docs/sam-profile.md), so every entry after the first gets its own copy of the driver.
+    """
+    if index == 0:
+        return VPCD_DRIVER
+    return str(cfg.path("pcsc-drivers", f"libifdvpcd-{index}.so"))  # not in pcsc/: pcscd reads every file there
+
+
 def reader_conf(cfg: LabConfig) -> str:
     entries = []
     for index in range(cfg.vpcd_entries):
         port = cfg.vpcd_base_port + 2 * index
         entries.append(
             f'FRIENDLYNAME "TUnion Lab VPCD {chr(ord("A") + index)}"\n'
-            f"DEVICENAME   /dev/null:0x{port:04X}\nLIBPATH      {VPCD_DRIVER}\nCHANNELID    0x{port:04X}\n"
+            f"DEVICENAME   /dev/null:0x{port:04X}\nLIBPATH      {vpcd_library(cfg, index)}\n"
+            f"CHANNELID    0x{port:04X}\n"
         )
     return "# Written by bin/lab: vpcd virtual readers, two per entry, for the SAM emulators.\n" + "\n".join(entries)
 
@@ -529,19 +541,61 @@ def ensure_pcscd(cfg: LabConfig) -> str:
         raise LabError(f"the vpcd driver {VPCD_DRIVER} is missing (Debian package vsmartcard-vpcd); run bin/setup")
     conf_dir = cfg.path("pcsc")
     ensure_dir(conf_dir, 0o755)
-    write_file(conf_dir / "tunion-vpcd", reader_conf(cfg), 0o644)
+    service = pcscd_service(cfg)
+    drivers_changed = any(
+        write_file(Path(vpcd_library(cfg, index)), Path(VPCD_DRIVER).read_bytes(), 0o755)
+        for index in range(1, cfg.vpcd_entries)
+    )
+    if (write_file(conf_dir / "tunion-vpcd", reader_conf(cfg), 0o644) or drivers_changed) and running_pid(cfg, service):
+        stop_sam_emulator(cfg)
+        stop_service(cfg, service)  # reader configuration changed: restart pcscd with it
     others = foreign_pcscd(cfg)
     if others:
         raise LabError(
             f"a pcscd the lab did not start is running (pid {', '.join(map(str, others))}); the lab runs its own "
             "with its vpcd readers. Stop it (e.g. `systemctl stop pcscd.socket pcscd`, or kill it) and run again."
         )
-    service = pcscd_service(cfg)
     pcscd = shutil.which("pcscd", path="/usr/sbin:/usr/bin:/sbin") or "pcscd"
     state = ensure_service(cfg, service, [pcscd, "--foreground", "--config", str(conf_dir)])
     # Probe by binding, never by connecting: a connection to a vpcd port is a card inserted into that reader.
     wait_for("pcscd to open the vpcd reader ports", lambda: not any(port_is_free(a, p) for a, p in service.ports))
     return f"{state}, {len(cfg.vpcd_ports)} readers"
+
+
+# --------------------------------------------------------------------------------------------------
+# the SAM emulator behind the vpcd readers (tunion_lab/sam_emulator; docs/sam-profile.md)
+
+
+def sam_emulator(cfg: LabConfig, action: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            str(REPO / ".venv" / "bin" / "python"),
+            "-m",
+            "tunion_lab.sam_emulator",
+            "--lab-dir",
+            str(cfg.lab_dir),
+            action,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def ensure_sam_emulator(cfg: LabConfig) -> str:
+    started = sam_emulator(cfg, "start")
+    if started.returncode != 0:
+        detail = (started.stderr or started.stdout).strip().splitlines()
+        raise LabError(f"the SAM emulator did not start (see {cfg.path('log', 'sam-emulator.log')}): {detail[-1:]}")
+    return (started.stdout.strip().splitlines() or ["running"])[-1]
+
+
+def stop_sam_emulator(cfg: LabConfig) -> bool:
+    if sam_emulator(cfg, "status").returncode != 0:
+        return False
+    sam_emulator(cfg, "stop")
+    return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -654,6 +708,7 @@ def cmd_up(cfg: LabConfig) -> None:
         ("OpenBao", lambda: ensure_openbao(cfg)),
         ("OpenBao province identity", lambda: bootstrap_province(cfg)),
         ("pcscd + vpcd readers", lambda: ensure_pcscd(cfg)),
+        ("SAM emulator on the readers", lambda: ensure_sam_emulator(cfg)),
         ("sshd for the nodes", lambda: ensure_sshd(cfg)),
     ]
     for number, (title, step) in enumerate(steps, start=1):
@@ -673,6 +728,8 @@ def up_users(cfg: LabConfig) -> str:
 
 def cmd_stop(cfg: LabConfig) -> None:
     require_root()
+    if cfg.lab_dir.exists():
+        say(f"sam-emulator: {'stopped' if stop_sam_emulator(cfg) else 'was not running'}")
     for service in reversed(all_services(cfg)):
         say(f"{service.name}: {'stopped' if stop_service(cfg, service) else 'was not running'}")
 
@@ -699,6 +756,9 @@ def cmd_status(cfg: LabConfig) -> int:
         pid = running_pid(cfg, service)
         problems += pid is None
         say(f"{service.name}: {'running, pid ' + str(pid) if pid else 'not running'}")
+    emulator = sam_emulator(cfg, "status")
+    problems += emulator.returncode != 0
+    say(f"sam-emulator: {'running' if emulator.returncode == 0 else 'not running'}")
     health = openbao_health(cfg)
     if health:
         say(f"openbao: initialized={health.get('initialized')} sealed={health.get('sealed')}")
