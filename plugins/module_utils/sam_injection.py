@@ -58,6 +58,10 @@ class PolicyError(ValueError):
     """A request that the province's rules forbid; nothing was sent to any SAM."""
 
 
+class SamInjectionInvariantError(RuntimeError):
+    """Something the injection sequence relies on changed under it; the SAM is reported failed."""
+
+
 @dataclass(frozen=True)
 class KeyPlan:
     key_type: str
@@ -207,7 +211,7 @@ class Injector:
                 if not self.check_mode and any((p.key_type, p.version) not in recorded for p in self.plans):
                     keys = self._pool().submit(self._derive, serial)  # the HSM works while the SAM is read
                 self._process(ch, ch.details(serial), res, recorded, keys, rows)
-        except (CardGone, SamError, HsmError) as exc:
+        except (CardGone, SamError, HsmError, SamInjectionInvariantError) as exc:
             res.status, res.error = "failed", str(exc)
         finally:
             if keys is not None:
@@ -253,7 +257,8 @@ class Injector:
         rows: list[dict[str, Any]],
     ) -> None:
         a = self.registry.get(ident.serial)
-        assert a is not None
+        if a is None:  # screened before this SAM was processed
+            raise SamInjectionInvariantError(f"SAM {ident.serial} left the registry during its run")
         res.city_code, res.holder = a.city_code, a.holder
         load: list[tuple[KeyPlan, str]] = []
         verify: list[tuple[KeyPlan, str]] = []
@@ -268,7 +273,7 @@ class Injector:
                 load.append((plan, label))
             elif recorded.get((plan.key_type, plan.version)) != kcv:
                 verify.append((plan, label))  # in the SAM but never verified (e.g. removed after WRITE KEY)
-        res.keys_to_load = [_tag(p) for p, _ in load + verify]
+        res.keys_to_load = [_tag(plan) for plan, _kcv in load + verify]
         if self.check_mode:
             res.status = "would_load" if load or verify else "unchanged"
             return

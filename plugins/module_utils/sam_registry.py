@@ -92,7 +92,10 @@ class Registry:
         rows: dict[str, SamAssignment] = {}
         errors: list[str] = []
         for n, rec in enumerate(reader, start=2):
-            get = lambda c, rec=rec: rec[idx[c]].strip() if c in idx and idx[c] < len(rec) else ""  # noqa: E731
+
+            def get(column: str, rec: list[str] = rec) -> str:
+                return rec[idx[column]].strip() if column in idx and idx[column] < len(rec) else ""
+
             serial, city, holder, status = get("serial").upper(), get("city_code"), get("holder"), get("status")
             where = f"{source} line {n}"
             if not _SERIAL_RE.match(serial):

@@ -13,7 +13,9 @@ description:
     key file capacity and, per key slot, the key usage, version, algorithm and KCV. A PSAM has no command that
     returns a key value, so none can be returned.
   - The SAM is left in the reader (no reset), so a personalisation machine does not move it.
-author: tunion-keyops contributors
+author: tunion-keyops engineers (@tunion-keyops)
+extends_documentation_fragment:
+  - tunion.keymgmt.attributes
 options:
   readers:
     description: PC/SC reader names or shell patterns.

@@ -23,8 +23,9 @@ description:
     refused right after its serial is read."
   - Key values never leave the HSM in clear; the APDU trace (O(trace)) carries serials, challenges, cryptograms
     and MACs only.
-author: tunion-keyops contributors
+author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
+  - tunion.keymgmt.attributes
   - tunion.keymgmt.pkcs11
 options:
   user_pin:
@@ -139,7 +140,7 @@ sams:
     reader: {description: Reader it was in., type: str}
     status: {description: "loaded, unchanged, would_load, refused or failed.", type: str}
     keys_loaded: {description: Keys written in this run (type.vVV)., type: list}
-    keys_verified: {description: Keys whose MAC1 matched the HSM's, and were recorded., type: list}
+    keys_verified: {description: "Keys whose MAC1 matched the HSM's, and were recorded.", type: list}
     keys_to_load: {description: Keys found missing or unverified., type: list}
     error: {description: Why the SAM failed or was refused., type: str}
     apdus: {description: APDUs exchanged with this SAM., type: int}
@@ -185,9 +186,10 @@ def main() -> None:
         readers={"type": "list", "elements": "str", "default": ["*"]},
         catalogue={"type": "list", "elements": "dict", "required": True},
         keys={
+            "no_log": False,  # key type names and versions, never key material
             "type": "list",
             "elements": "dict",
-            "options": {"key": {"type": "str", "required": True}, "version": {"type": "int"}},
+            "options": {"key": {"type": "str", "required": True, "no_log": False}, "version": {"type": "int"}},
         },
         sam_issuer_label={"type": "str", "default": "internal.sam_issuer.v01.province"},
         batch_kek_label={"type": "str", "default": "internal.sam_transport.v01.province"},

@@ -12,7 +12,9 @@ description:
   - Validates the desired registry (CSV) and answers, per SAM serial, per city or per holder, which keys were loaded
     and verified (key type, version, KCV, time, station, operator) from the observed registry on the SAM station.
   - Lists the desired SAMs that have no verified key yet (O(pending)).
-author: tunion-keyops contributors
+author: tunion-keyops engineers (@tunion-keyops)
+extends_documentation_fragment:
+  - tunion.keymgmt.attributes
 options:
   registry:
     description: The desired registry CSV.
