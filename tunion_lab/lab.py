@@ -743,11 +743,25 @@ def cmd_wipe(cfg: LabConfig) -> None:
         except KeyError:
             continue
         if Path(entry.pw_dir).is_relative_to(cfg.lab_dir):  # never remove an account the lab did not make
+            # SSH sessions kept open by ControlPersist outlive sshd's listener; they are the lab's too.
+            subprocess.run(["pkill", "-KILL", "-u", user], check=False, capture_output=True)
+            wait_for(f"{user}'s processes to end", lambda u=entry.pw_uid: not user_processes(u), timeout=10)
             run(["userdel", user])
             say(f"removed user {user}")
     if cfg.lab_dir.exists():
         shutil.rmtree(cfg.lab_dir)
     say(f"wiped {cfg.lab_dir}")
+
+
+def user_processes(uid: int) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and proc.stat().st_uid == uid:
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
 
 
 def cmd_status(cfg: LabConfig) -> int:
