@@ -167,6 +167,9 @@ def ensure_dir(path: Path, mode: int = 0o755, owner: str | None = None) -> None:
 
 def port_is_free(address: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the daemons do: connections that outlive their listener (TIME_WAIT, a ControlPersist
+        # session) do not stop a new listener, only another listener does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((address, port))
         except OSError as exc:
