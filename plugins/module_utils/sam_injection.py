@@ -17,6 +17,7 @@ Only verified keys are recorded as loaded. A SAM whose right versions are alread
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -176,9 +177,11 @@ class Injector:
         holder: str = "",
         check_mode: bool = False,
         test_card: Mapping[str, str] | None = None,
+        blacklisted: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.plans = plans
         self.registry = registry
+        self.blacklisted = blacklisted or {}
         self.observed = observed
         self.crypto = crypto
         self.station = station
@@ -203,7 +206,9 @@ class Injector:
         rows: list[dict[str, Any]] = []
         keys: Future[Any] | None = None
         try:
-            refusal = self.registry.refusal(serial, station=self.station, city_code=self.city_code, holder=self.holder)
+            refusal = blacklist_refusal(self.blacklisted.get(serial)) or self.registry.refusal(
+                serial, station=self.station, city_code=self.city_code, holder=self.holder
+            )
             if refusal:  # before anything but the serial was read: no key APDU, no HSM operation
                 res.status, res.error = "refused", refusal
             else:
@@ -480,6 +485,36 @@ def _last_attempts(results: list[SamResult]) -> list[SamResult]:
     return list(final.values())
 
 
+def blacklist_refusal(entry: Mapping[str, str] | None) -> str | None:
+    """Why a SAM on the province's blacklist gets no keys (粤交〔2019〕11号 第十七条), or None."""
+    if entry is None:
+        return None
+    why = ", ".join(part for part in (entry.get("cause"), entry.get("reason"), entry.get("since")) if part)
+    return f"SAM {entry.get('serial')} is on the SAM blacklist ({entry.get('status')}: {why}); it gets no keys"
+
+
+def verified_blacklist(tok: Any, path: str | None) -> dict[str, Mapping[str, str]]:
+    """The station's installed SAM blacklist, by serial, after its MAC is checked in the HSM.
+
+    No file means no blacklist has been published yet. A file that fails its check stops the batch: loading keys
+    while unsure which SAMs were revoked is exactly the quiet misuse the blacklist exists to prevent.
+    """
+    from ansible_collections.tunion.keymgmt.plugins.module_utils import blacklist
+
+    if not path:
+        return {}
+    doc = blacklist.held(path)
+    if doc is None:
+        if os.path.exists(os.path.expanduser(path)):
+            raise SamError(f"the SAM blacklist at {path} cannot be read; fix or remove it before loading SAMs")
+        return {}
+    try:
+        blacklist.verify(tok, doc, city_code=None)
+    except blacklist.BlacklistError as exc:
+        raise SamError(f"the SAM blacklist at {path} is not trustworthy ({exc}); no SAM was loaded") from None
+    return {str(entry["serial"]).upper(): entry for entry in doc.get("entries") or []}
+
+
 def summarise(results: list[SamResult]) -> dict[str, int]:
     out: dict[str, int] = {"total": len(results)}
     for r in results:
@@ -509,7 +544,9 @@ def inject(p: Mapping[str, Any], *, check_mode: bool = False) -> dict[str, Any]:
     try:
         with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=False) as tok:
             crypto = SamCrypto(tok, p["sam_issuer_label"], p["batch_kek_label"])
+            blacklisted = verified_blacklist(tok, p.get("blacklist"))
             injector = Injector(
+                blacklisted=blacklisted,
                 plans=plans,
                 registry=registry,
                 observed=observed,

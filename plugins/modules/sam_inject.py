@@ -70,6 +70,13 @@ options:
     description: Path of the observed-registry SQLite database on the SAM station.
     type: path
     required: true
+  blacklist:
+    description:
+      - The SAM blacklist installed on this station by C(playbooks/enforce_status.yml) (docs/blacklist.md).
+      - Its MAC is checked in the HSM first; a SAM it lists is refused before any key APDU (粤交〔2019〕11号 第十七条).
+        A blacklist that fails its check stops the batch. No file means none has been published yet.
+    type: path
+    default: ~/sam-blacklist/current.json
   station:
     description: Name of this SAM station, recorded with every load and compared with the registry's C(station).
     type: str
@@ -195,6 +202,7 @@ def main() -> None:
         batch_kek_label={"type": "str", "default": "internal.sam_transport.v01.province"},
         registry={"type": "path", "required": True},
         observed_db={"type": "path", "required": True},
+        blacklist={"type": "path", "default": "~/sam-blacklist/current.json"},
         station={"type": "str", "required": True},
         operator={"type": "str", "required": True},
         city_code={"type": "str"},

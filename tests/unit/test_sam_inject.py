@@ -71,7 +71,7 @@ class Bench:
 
     def run(self, registry: Registry, keys: list[dict[str, Any]] | None = None, **kw: Any) -> list[Any]:
         plans = plan_keys(TEST_CATALOGUE, keys or [{"key": "purchase"}])
-        inj_kw = {k: kw.pop(k) for k in ("check_mode", "city_code") if k in kw}
+        inj_kw = {k: kw.pop(k) for k in ("check_mode", "city_code", "blacklisted") if k in kw}
         with hsm_session(SOFTHSM, self.token, USER_PIN, rw=False) as tok:
             inj = Injector(
                 plans=plans,
@@ -195,3 +195,35 @@ def test_check_mode_reports_without_writing(bench: Bench) -> None:
     assert all(r.keys_to_load == ["purchase.v01"] for r in results)
     assert bench.obs.query() == []
     assert all(not bench.store.load(s).slots for s in serials)
+
+
+def test_blacklisted_sam_refused_before_any_key_apdu(bench: Bench) -> None:
+    serials = bench.serials(2, base=900)
+    bench.feed(serials)
+    listed = {serials[0]: {"serial": serials[0], "status": "revoked", "cause": "city 440100", "reason": "第十七条"}}
+    results = {r.serial: r for r in bench.run(bench.registry(serials), blacklisted=listed)}
+    assert results[serials[0]].status == "refused"
+    assert "SAM blacklist" in results[serials[0]].error
+    assert results[serials[0]].apdus == 2  # SELECT and the serial only
+    assert results[serials[1]].status == "loaded"
+    assert {row["serial"] for row in bench.obs.query()} == {serials[1]}
+
+
+def test_station_blacklist_is_checked_before_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ansible_collections.tunion.keymgmt.plugins.module_utils import blacklist, sam_injection
+
+    assert sam_injection.verified_blacklist(None, str(tmp_path / "none.json")) == {}, "none published yet"
+    path = tmp_path / "current.json"
+    path.write_text('{"format": "x", "entries": [{"serial": "44010000000000000001"}]}')
+
+    def tampered(tok: Any, doc: dict[str, Any], *, city_code: str | None) -> None:
+        raise blacklist.BlacklistError("MAC check failed in the HSM")
+
+    monkeypatch.setattr(blacklist, "verify", tampered)
+    with pytest.raises(sam_injection.SamError, match="not trustworthy"):
+        sam_injection.verified_blacklist(None, str(path))
+    monkeypatch.setattr(blacklist, "verify", lambda tok, doc, city_code: None)
+    assert set(sam_injection.verified_blacklist(None, str(path))) == {"44010000000000000001"}
+    path.write_text("not json")
+    with pytest.raises(sam_injection.SamError, match="cannot be read"):
+        sam_injection.verified_blacklist(None, str(path))
