@@ -140,6 +140,17 @@ def lab_lock(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def converged_lab(request: pytest.FixtureRequest, lab_lock: None) -> None:
+    """Lab tests start from the rolled-out province, whatever state the lab was in: a fresh lab (as in CI)
+    is rolled out here by the README's first command, a converged one is left as it is (changed=0)."""
+    if not any(item.get_closest_marker("lab") for item in request.session.items):
+        return
+    proc = subprocess.run([str(REPO / "bin" / "rollout")], cwd=REPO, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"bin/rollout failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Tests that stop and restart the lab go last, so they never pull the lab from under another test.
     items.sort(key=lambda item: item.get_closest_marker("lab_restart") is not None)
