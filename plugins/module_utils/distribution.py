@@ -26,8 +26,8 @@ import datetime
 import hashlib
 import hmac
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import keyblock
@@ -112,6 +112,12 @@ class AccessSettings:
     token_ttl: str = "10m"  # noqa: S105 - a duration
     token_max_ttl: str = "15m"  # noqa: S105 - a duration
     max_versions: int = 0  # 0: keep every version (OpenBao's default cap is 10)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> AccessSettings:
+        """The settings a module was given; a module without one of the options keeps its default."""
+        given = {f.name: params[f.name] for f in fields(cls) if params.get(f.name) is not None}
+        return cls(**given)
 
 
 def _ttl_seconds(text: str | int) -> int:

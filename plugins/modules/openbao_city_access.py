@@ -85,14 +85,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import Open
 
 def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
     p = module.params
-    settings = dist.AccessSettings(
-        mount=p["mount"],
-        approle_mount=p["approle_mount"],
-        secret_id_ttl=p["secret_id_ttl"],
-        token_ttl=p["token_ttl"],
-        token_max_ttl=p["token_max_ttl"],
-        max_versions=p["max_versions"],
-    )
+    settings = dist.AccessSettings.from_params(p)
     bao = connect(p)
     opened.append(bao)
     changes = dist.ensure_engines(bao, settings, module.check_mode)

@@ -168,13 +168,7 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
         req.setdefault("status", "revoked")
         request = (kind, name, rv.parse_status(kind, name, {**req, "source": "emergency"}, "emergency"))
     rv.desired_statuses(p["status"], world)  # refuse a bad inventory before touching OpenBao
-    settings = dist.AccessSettings(
-        mount=p["mount"],
-        approle_mount=p["approle_mount"],
-        secret_id_ttl=p["secret_id_ttl"],
-        token_ttl=p["token_ttl"],
-        token_max_ttl=p["token_max_ttl"],
-    )
+    settings = dist.AccessSettings.from_params(p)
     bao = connect(p)
     opened.append(bao)
     recorded, desired = statuses_in_force(bao, p, world)
