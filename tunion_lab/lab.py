@@ -35,6 +35,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 INVENTORY = REPO / "inventories" / "lab"
+LAB_DIR = Path(os.environ.get("TUNION_LAB_DIR", REPO / ".lab"))
+# what a child interpreter needs on its path to import the lab tooling and ansible_collections.tunion.keymgmt
+CHILD_PYTHONPATH = os.pathsep.join([str(REPO), str(REPO / "collections")])
 SSHD_MAX_ADDRESSES = 16  # one sshd listens on at most 16 addresses
 SHAMIR_SHARES, SHAMIR_THRESHOLD = 5, 3
 VPCD_DRIVER = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
@@ -106,7 +109,7 @@ def load_config(lab_dir: Path | None = None) -> LabConfig:
         if not ipaddress.ip_address(node.address).is_loopback:
             raise LabError(f"lab host {node.host} has address {node.address}: lab nodes must be loopback addresses")
     return LabConfig(
-        lab_dir=lab_dir or Path(os.environ.get("TUNION_LAB_DIR", REPO / ".lab")),
+        lab_dir=lab_dir or LAB_DIR,
         nodes=tuple(nodes.values()),
         ssh_port=int(lab_vars["lab_ssh_port"]),
         openbao_port=int(lab_vars["openbao_port"]),

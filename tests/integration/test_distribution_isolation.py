@@ -10,8 +10,7 @@ import pytest
 from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBaoError, OpenBaoSettings, connect
 
-from tests.conftest import run_ansible
-from tests.distribution_helpers import (
+from tests.support.distribution import (
     CA_CERT,
     MOUNT,
     OPENBAO_URL,
@@ -20,6 +19,7 @@ from tests.distribution_helpers import (
     unwrap,
     wrapped_secret_id,
 )
+from tunion_lab.playbooks import run_ansible
 
 pytestmark = pytest.mark.lab
 CITY_A, CITY_B = "guangzhou", "shenzhen"

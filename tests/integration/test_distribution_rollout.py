@@ -15,8 +15,7 @@ import pytest
 from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
 from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import diversification_data
 
-from tests.conftest import AnsibleRun, ansible_env, find_in_lab_files, run_ansible, run_playbook
-from tests.distribution_helpers import (
+from tests.support.distribution import (
     LAB_DIR,
     MOUNT,
     city_token_objects,
@@ -26,7 +25,10 @@ from tests.distribution_helpers import (
     token_objects,
     wrapped_secret_id,
 )
-from tests.hsm_helpers import clear_test_key, pboc_diversify
+from tests.support.leaks import find_in_lab_files
+from tests.support.reference import pboc_diversify
+from tunion_lab.ministry_test_keys import clear_test_key
+from tunion_lab.playbooks import AnsibleRun, ansible_env, run_ansible, run_playbook
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 GRANTED = ["purchase", "tac", "load", "maintenance"]

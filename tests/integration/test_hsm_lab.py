@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import LAB_DIR, REPO, find_in_lab_files, run_ansible, run_playbook, secret_forms
-from tests.hsm_helpers import TEST_COMPONENTS, kcv_des3, write_custodian_files, xor
+from tests.support.leaks import find_in_lab_files, secret_forms
+from tests.support.reference import kcv_des3, xor
+from tunion_lab.lab import LAB_DIR, REPO
+from tunion_lab.ministry_test_keys import TEST_COMPONENTS, write_custodian_files
+from tunion_lab.playbooks import run_ansible, run_playbook
 
 pytestmark = pytest.mark.lab
 

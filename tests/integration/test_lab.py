@@ -8,7 +8,9 @@ import subprocess
 import urllib.request
 
 import pytest
-from conftest import LAB_DIR, REPO, run_ansible
+
+from tunion_lab.lab import LAB_DIR, REPO
+from tunion_lab.playbooks import run_ansible
 
 pytestmark = pytest.mark.lab
 

@@ -7,7 +7,8 @@ import subprocess
 
 import hvac
 import pytest
-from conftest import LAB_DIR, REPO
+
+from tunion_lab.lab import LAB_DIR, REPO
 
 pytestmark = [pytest.mark.lab, pytest.mark.lab_restart]
 

@@ -5,16 +5,13 @@ blacklist, reversible suspension, refused bad requests. Every test restores the 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hvac
 import hvac.exceptions
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import run_playbook
-from revocation_helpers import (
+from tests.support.revocation import (
     CA_CERT,
     MOUNT,
     OPENBAO_URL,
@@ -30,6 +27,7 @@ from revocation_helpers import (
     today,
     unwrap,
 )
+from tunion_lab.playbooks import run_playbook
 
 pytestmark = pytest.mark.lab
 

@@ -8,7 +8,6 @@ Every test puts the lab back as it found it: rotation records removed, city rein
 from __future__ import annotations
 
 import datetime as _dt
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,10 +15,9 @@ import hvac
 import hvac.exceptions
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import AnsibleRun, run_playbook
-from distribution_helpers import token_objects
-from revocation_helpers import (
+from tests.integration.test_revocation_lab import assert_locked_out, spare_secret_id
+from tests.support.distribution import token_objects
+from tests.support.revocation import (
     MOUNT,
     RevocationWorkspace,
     city_login,
@@ -31,7 +29,7 @@ from revocation_helpers import (
     province_client,
     today,
 )
-from test_revocation_lab import assert_locked_out, spare_secret_id
+from tunion_lab.playbooks import AnsibleRun, run_playbook
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

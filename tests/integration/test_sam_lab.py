@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_injection import DEFAULT_TEST_CARD
 
-from tests.conftest import LAB_DIR, REPO, find_in_lab_files, run_ansible, run_playbook, secret_forms
-from tests.hsm_helpers import TEST_COMPONENTS, clear_test_key, kcv_des3, pboc_diversify
-from tests.sam_helpers import (
+from tests.support.leaks import find_in_lab_files, secret_forms
+from tests.support.reference import kcv_des3, pboc_diversify
+from tests.support.sam import (
     PROVINCE_USER,
     EmulatorClient,
     emulator_socket,
@@ -42,6 +42,9 @@ from tests.sam_helpers import (
     stop_emulator,
     write_registry,
 )
+from tunion_lab.lab import LAB_DIR, REPO
+from tunion_lab.ministry_test_keys import TEST_COMPONENTS, clear_test_key
+from tunion_lab.playbooks import run_ansible, run_playbook
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

@@ -17,20 +17,12 @@ import argparse
 import csv
 import datetime as _dt
 import json
-import os
 import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO / "collections", REPO, REPO / "tests"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import (
     HsmToken,
@@ -38,7 +30,6 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import (
     hsm_session,
     key_id,
     key_label,
-    load_library,
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_apdu import CardGone, SamChannel
 from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_crypto import (
@@ -46,17 +37,19 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_crypto import (
     export_batch_kek,
     manufacture_master_keys,
 )
-from hsm_helpers import SO_PIN, TEST_COMPONENTS, USER_PIN, kcv_des3, temp_token
 
+from tests.support.reference import kcv_des3
+from tunion_lab.lab import CHILD_PYTHONPATH, LAB_DIR, REPO
+from tunion_lab.ministry_test_keys import TEST_COMPONENTS
 from tunion_lab.sam_emulator.card import Faults, PsamCard
 from tunion_lab.sam_emulator.client import EmulatorClient
 from tunion_lab.sam_emulator.store import StateStore
+from tunion_lab.scratch_token import SO_PIN, USER_PIN
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 ISSUER_LABEL = key_label("internal", "sam_issuer", 1)
 BATCH_KEK_LABEL = key_label("internal", "sam_transport", 1)
 BATCH_KEK_CODE = 0x33
-LAB_DIR = Path(os.environ.get("TUNION_LAB_DIR", REPO / ".lab"))
 TEST_CITY = "440100"
 PROVINCE_USER = "tunion-province"
 
@@ -99,16 +92,6 @@ TEST_CATALOGUE: list[dict[str, Any]] = [
         "versions": [{"version": 1, "not_before": "2025-01-01", "not_after": "2030-12-31"}],
     },
 ]
-
-
-@contextmanager
-def fresh_token(label: str) -> Iterator[Path]:
-    """A throw-away token (hsm_helpers.temp_token), with the PKCS#11 library re-initialised on the way in and out:
-    SoftHSM reads SOFTHSM2_CONF only in C_Initialize, and python-pkcs11 keeps one initialised library per process."""
-    with temp_token(label) as tmp:
-        load_library(SOFTHSM).reinitialize()
-        yield tmp
-    load_library(SOFTHSM).reinitialize()
 
 
 def provision_test_keys(tok: HsmToken, cities: list[str]) -> None:
@@ -196,8 +179,10 @@ def manufacture_as_province(serials: list[str], manufacturer_der: bytes, lab_dir
             "env",
             f"SOFTHSM2_CONF={home / '.config' / 'softhsm2' / 'softhsm2.conf'}",
             f"HOME={home}",
+            f"PYTHONPATH={CHILD_PYTHONPATH}",
             str(REPO / ".venv" / "bin" / "python"),
-            str(REPO / "tests" / "sam_helpers.py"),
+            "-m",
+            "tests.support.sam",
             "blobs",
             "--key",
             manufacturer_der.hex(),

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import hvac
 import hvac.exceptions
 
-REPO = Path(__file__).resolve().parent.parent
-LAB_DIR = REPO / ".lab"
+from tunion_lab.lab import CHILD_PYTHONPATH, INVENTORY, LAB_DIR, REPO
+
 OPENBAO_URL = "https://127.0.0.1:8200"
 CA_CERT = str(LAB_DIR / "ca" / "ca.crt")
 PROVINCE_TOKEN_FILE = LAB_DIR / "nodes" / "tunion-province" / ".openbao" / "token"
@@ -46,16 +45,14 @@ def unwrap(wrapped: str) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # Resetting distribution, for cold runs (tests and bench/bench_rollout.py). Runs as root, the lab operator.
 
-INVENTORY = REPO / "inventories" / "lab"
 PIN_DIR = LAB_DIR / "secrets" / "hsm-pins"
 PYTHON = REPO / ".venv" / "bin" / "python"
 
 # Runs as the token's own unix user: destroys the distribution objects named in argv (holder, types).
 _DESTROY = r"""
 import sys
-sys.path.insert(0, sys.argv[1])
 from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session, parse_key_label
-label, who, holders, types = sys.argv[2], sys.argv[3], sys.argv[4].split(","), sys.argv[5].split(",")
+label, who, holders, types = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4].split(",")
 pin = sys.stdin.read().strip()
 kwargs = {"so_pin": pin} if who == "so" else {}
 with hsm_session("/usr/lib/softhsm/libsofthsm2.so", label, None if who == "so" else pin, **kwargs) as hsm:
@@ -84,6 +81,7 @@ def _destroy(user: str, token_label: str, who: str, holders: list[str], types: l
         "HOME": str(home),
         "SOFTHSM2_CONF": str(home / ".config" / "softhsm2" / "softhsm2.conf"),
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "PYTHONPATH": CHILD_PYTHONPATH,
     }
     proc = subprocess.Popen(
         [
@@ -94,7 +92,6 @@ def _destroy(user: str, token_label: str, who: str, holders: list[str], types: l
             str(PYTHON),
             "-c",
             _DESTROY,
-            str(REPO / "collections"),
             token_label,
             who,
             ",".join(holders),
@@ -154,10 +151,9 @@ def token_objects(user: str, label: str) -> list[tuple[str, str]]:
     """(label, KCV or '') of every key object in a token, read as its unix user."""
     code = r"""
 import sys
-sys.path.insert(0, sys.argv[1])
 from pkcs11 import ObjectClass
 from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
-with hsm_session("/usr/lib/softhsm/libsofthsm2.so", sys.argv[2], sys.stdin.read().strip(), rw=False) as hsm:
+with hsm_session("/usr/lib/softhsm/libsofthsm2.so", sys.argv[1], sys.stdin.read().strip(), rw=False) as hsm:
     for obj in hsm.list_keys():
         kcv = hsm.kcv(obj).hex().upper() if obj.object_class == ObjectClass.SECRET_KEY else ""
         print(f"{obj.label}\t{kcv}")
@@ -167,10 +163,11 @@ with hsm_session("/usr/lib/softhsm/libsofthsm2.so", sys.argv[2], sys.stdin.read(
         "HOME": str(home),
         "SOFTHSM2_CONF": str(home / ".config" / "softhsm2" / "softhsm2.conf"),
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "PYTHONPATH": CHILD_PYTHONPATH,
     }
     pin = (PIN_DIR / f"{label}.user").read_text().strip()
     out = subprocess.run(
-        ["/usr/sbin/runuser", "-u", user, "--", str(PYTHON), "-c", code, str(REPO / "collections"), label],
+        ["/usr/sbin/runuser", "-u", user, "--", str(PYTHON), "-c", code, label],
         input=pin,
         capture_output=True,
         text=True,

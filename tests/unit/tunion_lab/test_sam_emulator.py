@@ -16,7 +16,7 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
-from tests.hsm_helpers import pboc_diversify
+from tests.support.reference import pboc_diversify
 from tunion_lab.sam_emulator import server as srv
 from tunion_lab.sam_emulator.card import ATR, CardState, Faults, PsamCard
 from tunion_lab.sam_emulator.store import StateStore

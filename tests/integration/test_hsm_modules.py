@@ -10,19 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.hsm_helpers import (
-    SO_PIN,
-    TEST_COMPONENTS,
-    USER_PIN,
-    all_encodings,
-    clear_test_key,
-    kcv_des3,
-    temp_token,
-)
+from tests.support.leaks import secret_forms
+from tests.support.reference import kcv_des3
+from tunion_lab.lab import REPO
+from tunion_lab.ministry_test_keys import TEST_COMPONENTS, clear_test_key
+from tunion_lab.scratch_token import SO_PIN, USER_PIN, temp_token
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
+
 PY = REPO / ".venv" / "bin" / "python"
 CATALOGUE = yaml.safe_load((REPO / "inventories/lab/group_vars/all/key_catalogue.yml").read_text())["key_catalogue"]
 
@@ -165,13 +161,13 @@ def test_components_import_leaves_no_trace_at_vvv(token, tmp_path):
     output = (proc.stdout + proc.stderr).encode()
     secrets = [clear_test_key("purchase")] + [bytes.fromhex(c) for c in TEST_COMPONENTS["purchase"]]
     for s in secrets:
-        for form in all_encodings(s):
+        for form in secret_forms(s):
             assert form not in output
     for path in token.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
             for s in secrets:
-                assert all(form not in data for form in all_encodings(s)), path
+                assert all(form not in data for form in secret_forms(s)), path
 
 
 def test_recharge_key_on_sam_refused_before_token(token, tmp_path):

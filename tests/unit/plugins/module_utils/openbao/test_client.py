@@ -1,11 +1,10 @@
-"""The OpenBao connection helper: errors a person can act on, without secrets; settings; policies."""
+"""The OpenBao client: errors a person can act on, without secrets; settings; unwrap."""
 
 from __future__ import annotations
 
 import hvac.exceptions
 import pytest
 import requests.exceptions
-from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import (
     OPENBAO_ARGSPEC,
     OpenBaoError,
@@ -69,34 +68,3 @@ def test_unreachable_openbao_during_unwrap_is_said_plainly() -> None:
     with pytest.raises(OpenBaoError, match="cannot reach OpenBao") as caught:
         connect(settings)
     assert "s.secret" not in str(caught.value)
-
-
-def test_city_policy_is_scoped_to_the_city() -> None:
-    hcl = dist.city_policy_hcl("zhuhai")
-    paths = [line.split('"')[1] for line in hcl.splitlines() if line.startswith("path")]
-    assert all("zhuhai" in p or p.startswith("auth/token/") for p in paths)
-    assert not any("province" in p or (p.endswith("/*") and "blocks" not in p) for p in paths)
-    assert 'capabilities = ["read"] }' in hcl.split("/kek")[1].splitlines()[0]
-
-
-def test_compare_lists_every_kind_of_difference() -> None:
-    expected = {"a": {"x.v01": {"kcv": "AAAAAA"}, "y.v01": {"kcv": "BBBBBB"}}, "b": {"x.v01": {"kcv": "CCCCCC"}}}
-    reported = {
-        "a": {"keys": {"x.v01": {"kcv": "AAAAAA"}, "y.v01": {"kcv": "000000"}, "z.v01": {"kcv": "1"}}},
-        "b": None,
-    }
-    problems = {(d["city"], d["key"], d["problem"]) for d in dist.compare_status(expected, reported)}
-    assert problems == {
-        ("a", "y.v01", "KCV differs"),
-        ("a", "z.v01", "installed but not granted"),
-        ("b", "x.v01", "city never reported"),
-    }
-
-
-def test_grants_are_checked() -> None:
-    assert dist.parse_grants(["load", {"key_type": "tac", "version": 2}]) == [
-        dist.Grant("load", 1),
-        dist.Grant("tac", 2),
-    ]
-    with pytest.raises(dist.DistributionError, match="twice"):
-        dist.parse_grants(["load", {"key_type": "load"}])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
@@ -13,7 +12,8 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.catalogue import (
     load_catalogue,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+from tunion_lab.lab import REPO
+
 LAB = yaml.safe_load((REPO / "inventories/lab/group_vars/all/key_catalogue.yml").read_text())["key_catalogue"]
 PROD = REPO / "inventories/production.example/group_vars/all/key_catalogue.yml"
 

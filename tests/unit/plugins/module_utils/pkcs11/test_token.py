@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import os
 import subprocess
@@ -13,19 +12,9 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11_derive impor
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.constants import DEFAULT
 
-from tests.hsm_helpers import (
-    SO_PIN,
-    SOFTHSM,
-    TEST_COMPONENTS,
-    USER_PIN,
-    clear_test_key,
-    des3_ecb,
-    kcv_aes,
-    kcv_des3,
-    pboc_diversify,
-    strip_parity,
-    temp_token,
-)
+from tests.support.reference import des3_ecb, kcv_aes, kcv_des3, pboc_diversify, strip_parity
+from tunion_lab.ministry_test_keys import TEST_COMPONENTS, clear_test_key
+from tunion_lab.scratch_token import SO_PIN, SOFTHSM, USER_PIN, temp_token
 
 TODAY = dt.date.today()
 VALID = hsm.KeyPolicy(start_date=TODAY - dt.timedelta(days=1), end_date=TODAY + dt.timedelta(days=365))
@@ -60,20 +49,6 @@ def _count(tok: hsm.HsmToken) -> int:
     return len(tok.list_keys())
 
 
-def test_label_and_id_scheme():
-    assert hsm.key_label("consumption", "purchase", 1) == "consumption.purchase.v01.province"
-    assert hsm.key_label("recharge", "load", 0x12, "city-440100") == "recharge.load.v12.city-440100"
-    assert hsm.key_id("recharge", 0x21, 1, "city-440100") == bytes.fromhex("02210101440100")
-    assert hsm.key_id("consumption", 0x11, 2) == bytes.fromhex("01110200")
-    name = hsm.parse_key_label("recharge.load.v12.city-440100")
-    assert name == hsm.KeyName("recharge", "load", 0x12, "city-440100")
-    assert hsm.parse_key_label("some vendor object") is None
-    with pytest.raises(hsm.HsmError, match="one byte"):
-        hsm.key_label("consumption", "purchase", 256)
-    with pytest.raises(hsm.HsmError, match="unknown key class"):
-        hsm.key_label("secret", "purchase", 1)
-
-
 def test_diversification_data():
     assert hsm.diversification_data("440100") == bytes.fromhex("0000000000440100")
     assert hsm.diversification_data("3100440100000001234") == bytes.fromhex("0440100000001234")
@@ -82,16 +57,6 @@ def test_diversification_data():
     )
     with pytest.raises(hsm.HsmError):
         hsm.diversification_data("44-01")
-
-
-def test_derivation_param_is_a_pointer_to_live_data():
-    data = b"\x11" * 16
-    with key_derivation_string_data(data) as param:
-        assert len(param) == 2 * ctypes.sizeof(ctypes.c_void_p)
-        ptr = int.from_bytes(param[: ctypes.sizeof(ctypes.c_void_p)], "little")
-        length = int.from_bytes(param[ctypes.sizeof(ctypes.c_void_p) :], "little")
-        assert length == 16
-        assert ctypes.string_at(ptr, length) == data
 
 
 def test_kcv_known_answers(tok):
@@ -247,28 +212,6 @@ def test_wrap_only_under_trusted_kek(token_dir):
         assert tok.kcv(back) == tok.kcv(key)
         tok.destroy(key)
         tok.destroy(trusted)
-
-
-def test_token_lifecycle_wrong_pin_and_force():
-    with temp_token(init=False):
-        r = hsm.ensure_token(SOFTHSM, "life", SO_PIN, USER_PIN, check_mode=True)
-        assert r["changed"] and r["action"] == "initialise"
-        assert hsm.find_token(SOFTHSM, "life") is None, "check mode initialises nothing"
-        assert hsm.ensure_token(SOFTHSM, "life", SO_PIN, USER_PIN)["changed"]
-        assert not hsm.ensure_token(SOFTHSM, "life", SO_PIN, USER_PIN)["changed"]
-        with pytest.raises(hsm.HsmError, match=r"user PIN was rejected.*not retrying"):
-            hsm.ensure_token(SOFTHSM, "life", SO_PIN, "000000")
-        with hsm.hsm_session(SOFTHSM, "life", USER_PIN) as tok:
-            tok.generate_secret("3DES-2KEY", "recharge.load.v01.province", None, VALID)
-            tok.generate_secret("3DES-2KEY", "recharge.load.v02.province", None, VALID)
-        r = hsm.ensure_token(SOFTHSM, "life", SO_PIN, USER_PIN, force=True, check_mode=True)
-        assert r["destroyed"] == 2
-        with hsm.hsm_session(SOFTHSM, "life", USER_PIN) as tok:
-            assert len(tok.list_keys()) == 2
-        r = hsm.ensure_token(SOFTHSM, "life", SO_PIN, USER_PIN, force=True)
-        assert r["changed"] and r["destroyed"] == 2
-        with hsm.hsm_session(SOFTHSM, "life", USER_PIN) as tok:
-            assert tok.list_keys() == []
 
 
 def test_pkcs11_tool_lists_same_labels_and_ids(token_dir):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,7 @@ from typing import Any
 import hvac.exceptions
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distribution_helpers import (
+from tests.support.distribution import (
     CA_CERT,
     LAB_DIR,
     MOUNT,

@@ -23,21 +23,22 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_injection impor
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_registry import Observed, Registry
 
-from tests.hsm_helpers import clear_test_key, kcv_des3, pboc_diversify, strip_parity
-from tests.sam_helpers import (
+from tests.support.reference import kcv_des3, pboc_diversify, strip_parity
+from tests.support.sam import (
     BATCH_KEK_LABEL,
     ISSUER_LABEL,
     SOFTHSM,
     TEST_CATALOGUE,
     USER_PIN,
     FakeReaders,
-    fresh_token,
     hsm_session,
     make_cards,
     provision_test_keys,
     write_registry,
 )
+from tunion_lab.ministry_test_keys import clear_test_key
 from tunion_lab.sam_emulator.store import StateStore
+from tunion_lab.scratch_token import temp_token
 
 CITY = "440100"
 READERS = ["R0", "R1"]
@@ -45,7 +46,7 @@ READERS = ["R0", "R1"]
 
 @pytest.fixture(scope="module")
 def token() -> Iterator[str]:
-    with fresh_token("samunit"):
+    with temp_token("samunit"):
         with hsm_session(SOFTHSM, "samunit", USER_PIN) as tok:
             provision_test_keys(tok, [CITY])
         yield "samunit"

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding, aes_key_wrap_with_padding
 
-from tests.hsm_helpers import SO_PIN, USER_PIN, temp_token
+from tunion_lab.lab import CHILD_PYTHONPATH
+from tunion_lab.scratch_token import SO_PIN, USER_PIN, temp_token
 
 KEK = bytes(range(32))
 KEY = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
@@ -178,7 +179,7 @@ def test_softhsm_block_equals_the_reference(block: str) -> None:
     with temp_token("kb"):
         fields = header().as_dict()
         args = {"so": SO_PIN, "pin": USER_PIN, "kek": KEK.hex(), "key": KEY.hex(), "header": fields}
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        env = dict(os.environ, PYTHONPATH=CHILD_PYTHONPATH)
         out = subprocess.run(
             [sys.executable, "-c", _SOFTHSM_BUILD, json.dumps(args)],
             capture_output=True,
