@@ -1,0 +1,172 @@
+"""Molecule's verify step (extensions/molecule/lab/verify.yml) against the lab: it passes on the converged lab, and it
+fails, naming the city and the key, when one city's token holds a key whose KCV is not the province's.
+
+The wrong key is planted without the project's code, as an intruder on the city node would: as the city's unix user,
+with python-pkcs11 alone, one granted key object is destroyed and a different key is created under the same label
+and ID. The lab is restored afterwards (the planted object destroyed, distribute.yml re-installs the city's block).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_DIR = Path(os.environ.get("TUNION_LAB_DIR", REPO / ".lab"))
+VENV_BIN = REPO / ".venv" / "bin"
+INVENTORY = REPO / "inventories" / "lab"
+PKCS11_LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
+
+CITY = "zhuhai"
+# A granted recharge key (inventories/lab/group_vars/cities/distribution.yml), by the label scheme of docs/hsm.md.
+LABEL_FORMAT = "recharge.load.v01.city-{code}"
+
+# Runs as the city's unix user. argv: mode (plant|remove), token label, object label; the user PIN on stdin.
+# plant: destroy the one secret key with that label, create a new random 2-key 3DES key with the same label and ID
+# and the same protection, print "<old KCV> <new KCV>" (3DES-ECB over 8 zero bytes, computed in the HSM).
+# remove: destroy every secret key with that label, print how many.
+_TOKEN_SCRIPT = r"""
+import sys
+
+import pkcs11
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+
+mode, token_label, label = sys.argv[1:4]
+lib = pkcs11.lib(sys.argv[4])
+token = lib.get_token(token_label=token_label)
+with token.open(rw=True, user_pin=sys.stdin.read().strip()) as session:
+    found = list(session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}))
+    if mode == "remove":
+        for obj in found:
+            obj.destroy()
+        print(len(found))
+        sys.exit(0)
+    if len(found) != 1:
+        sys.exit(f"{len(found)} secret keys labelled {label}, expected one")
+    old = found[0]
+    key_id = bytes(old[Attribute.ID] or b"")
+    kcv = lambda key: key.encrypt(bytes(8), mechanism=Mechanism.DES3_ECB)[:3].hex().upper()
+    old_kcv = kcv(old)
+    old.destroy()
+    template = {
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False,
+        Attribute.ENCRYPT: True,
+        Attribute.DERIVE: True,
+    }
+    if key_id:
+        template[Attribute.ID] = key_id
+    new = session.generate_key(KeyType.DES2, label=label, store=True, template=template)
+    print(old_kcv, kcv(new))
+"""
+
+
+def city_code(city: str) -> str:
+    hosts = yaml.safe_load((INVENTORY / "hosts.yml").read_text())["all"]["children"]["cities"]["hosts"]
+    return str(hosts[city]["city_code"])
+
+
+def in_city_token(city: str, mode: str, label: str) -> str:
+    """Run _TOKEN_SCRIPT as the city's unix user, on its own SoftHSM token (its HOME and softhsm2.conf)."""
+    user, token_label = f"city-{city}", f"tunion-{city}"
+    home = LAB_DIR / "nodes" / user
+    pin = (LAB_DIR / "secrets" / "hsm-pins" / f"{token_label}.user").read_text().strip()
+    script = [str(VENV_BIN / "python"), "-c", _TOKEN_SCRIPT, mode, token_label, label, PKCS11_LIBRARY]
+    proc = subprocess.run(
+        ["/usr/sbin/runuser", "-u", user, "--", *script],
+        input=pin,
+        capture_output=True,
+        text=True,
+        env={
+            "HOME": str(home),
+            "SOFTHSM2_CONF": str(home / ".config" / "softhsm2" / "softhsm2.conf"),
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        },
+        cwd="/",
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{mode} {label} as {user} failed: {proc.stderr.strip()[-500:]}"
+    return proc.stdout.strip()
+
+
+def run(*argv: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """A command line from the repository root, with the environment bin/test gives molecule."""
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        # plain text without molecule's boxes and line wrapping, so the messages can be searched
+        PY_COLORS="0",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        NO_COLOR="1",
+        COLUMNS="1000",
+    )
+    return subprocess.run(list(argv), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def molecule_verify() -> subprocess.CompletedProcess[str]:
+    run(str(VENV_BIN / "molecule"), "reset", "-s", "lab", timeout=120)
+    return run(str(VENV_BIN / "molecule"), "verify", "-s", "lab")
+
+
+def failed_hosts(output: str) -> list[str]:
+    return sorted(
+        {line.split("[", 1)[1].split("]", 1)[0] for line in output.splitlines() if line.startswith("fatal: [")}
+    )
+
+
+def restore(city: str, label: str) -> None:
+    """Destroy the planted object; the city's block is still in OpenBao, and a forced installation pass for that city
+    (distribute.yml limited to the province and the city) puts the province's key back."""
+    in_city_token(city, "remove", label)
+    result = run(
+        str(VENV_BIN / "ansible-playbook"),
+        "-i",
+        str(INVENTORY),
+        str(REPO / "playbooks" / "distribute.yml"),
+        "--limit",
+        f"province,{city}",
+        "-e",
+        "distribution_verify_cities=true",
+    )
+    assert result.returncode == 0, f"restoring {city} failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
+
+
+def assert_verify_passes() -> None:
+    result = molecule_verify()
+    assert result.returncode == 0, f"molecule verify failed:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
+    assert failed_hosts(result.stdout) == []
+    # every city node was checked over SSH and said so
+    hosts = yaml.safe_load((INVENTORY / "hosts.yml").read_text())["all"]["children"]["cities"]["hosts"]
+    for city in hosts:
+        assert f'"msg": "{city}: ' in result.stdout, city
+
+
+def test_verify_passes_on_the_converged_lab() -> None:
+    assert_verify_passes()
+
+
+def test_verify_fails_on_a_planted_wrong_kcv_and_passes_after_the_restore() -> None:
+    label = LABEL_FORMAT.format(code=city_code(CITY))
+    try:
+        province_kcv, planted_kcv = in_city_token(CITY, "plant", label).split()
+        assert planted_kcv != province_kcv  # a fresh random key: a collision is one in 2**24
+        result = molecule_verify()
+        assert result.returncode != 0, f"verify passed with a wrong key in {CITY}:\n{result.stdout[-4000:]}"
+        # only that city fails, and its message names the city, the key and both KCVs
+        assert failed_hosts(result.stdout) == [CITY], result.stdout[-4000:]
+        expected = f"{CITY}: 1 problem(s): {label} has KCV {planted_kcv}, the province's is {province_kcv}"
+        assert expected in result.stdout, result.stdout[-4000:]
+    finally:
+        restore(CITY, label)
+    assert_verify_passes()
