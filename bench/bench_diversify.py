@@ -1,18 +1,13 @@
 """PBOC diversifications per second: the project's HsmToken.derive_pboc vs a bare python-pkcs11 loop, same token.
 
-Run: .venv/bin/python bench/bench_diversify.py [count]
+Run: bin/bench diversify [count]
 Both loops derive DK = 3DES(MK, D) || 3DES(MK, ~D) for `count` card numbers as transient session keys and destroy
 them. The project's path adds the validity check (cached per handle), parameter packing and error translation.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "collections"), str(REPO)]
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import hsm
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11_derive import (
@@ -21,7 +16,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11_derive impor
 from pkcs11 import Attribute, KeyType, Mechanism
 from pkcs11.constants import DEFAULT
 
-from tests.hsm_helpers import SOFTHSM, USER_PIN, temp_token
+from tunion_lab.scratch_token import SOFTHSM, USER_PIN, temp_token
 
 
 def main(count: int) -> None:

@@ -11,7 +11,7 @@
    the start of the run to the report on disk (every node, OpenBao and SAM groups). Aim: under 30 s.
    The city is then restored (reinstated, re-enrolled by distribute.yml).
 
-    .venv/bin/python bench/bench_revocation.py [--city yunfu] [--rounds 5] [--skip-playbook]
+    bin/bench revocation [--city yunfu] [--rounds 5] [--skip-playbook]
 """
 
 from __future__ import annotations
@@ -22,36 +22,22 @@ import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 
 import hvac
 import hvac.exceptions
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "collections"))
-
 from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
 from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation as rv
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBaoSettings, connect
-from conftest import run_playbook
-from revocation_helpers import (
-    CA_CERT,
-    MOUNT,
-    OPENBAO_URL,
-    RevocationWorkspace,
-    city_login,
-    clear_rotations,
-    province_client,
-    today,
-)
 
-PROVINCE_TOKEN = REPO / ".lab" / "nodes" / "tunion-province" / ".openbao" / "token"
+from tunion_lab.lab_state import clear_rotations
+from tunion_lab.openbao_access import CA_CERT, MOUNT, OPENBAO_URL, PROVINCE_TOKEN_FILE, city_login, province_client
+from tunion_lab.playbooks import run_playbook
+from tunion_lab.workspace import RevocationWorkspace, today
 
 
 def denial_round(city: str) -> tuple[float, float]:
     """(seconds to first denial, seconds for the whole access cut)."""
-    bao = connect(OpenBaoSettings(url=OPENBAO_URL, ca_cert=CA_CERT, token_path=str(PROVINCE_TOKEN)))
+    bao = connect(OpenBaoSettings(url=OPENBAO_URL, ca_cert=CA_CERT, token_path=str(PROVINCE_TOKEN_FILE)))
     client, _, _ = city_login(province_client(), city)
     client.secrets.kv.v2.read_secret_version(f"cities/{city}/kek", mount_point=MOUNT, raise_on_deleted_version=True)
     denied_at: list[float] = []
@@ -97,33 +83,33 @@ def denial_round(city: str) -> tuple[float, float]:
 
 
 def playbook_round(city: str) -> dict[str, float]:
-    ws = RevocationWorkspace()
-    revoke = ws.status_vars({city: {"status": "revoked", "reason": "bench", "date": today()}})
-    start = time.perf_counter()
-    run = run_playbook("enforce_status.yml", "-e", revoke, *ws.common_args())
-    elapsed = time.perf_counter() - start
-    report = ws.latest_report()
-    if run.returncode or not report["complete"]:
-        print(run.stdout[-3000:], file=sys.stderr)
-        raise SystemExit("enforcement did not complete")
-    nodes = sum(1 for e in report["entries"] if e["kind"] == "node")
-    restore_start = time.perf_counter()
-    clear_rotations()  # the revoked city held the shared load_auth key: forget the rotation it called for
-    active = ws.status_vars({city: {"status": "active", "reason": "bench restore", "date": today()}})
-    run_playbook("enforce_status.yml", "-e", active, *ws.common_args())
-    if run_playbook("distribute.yml").returncode:
-        raise SystemExit(f"could not re-enrol {city}: run playbooks/distribute.yml")
-    run_playbook("enforce_status.yml", "-e", active, *ws.common_args())
-    start2 = time.perf_counter()
-    steady = run_playbook("enforce_status.yml", *ws.common_args())
-    steady_elapsed = time.perf_counter() - start2
-    return {
-        "report_s": elapsed,
-        "nodes": nodes,
-        "restore_s": start2 - restore_start,
-        "steady_s": steady_elapsed,
-        "steady_rc": steady.returncode,
-    }
+    with RevocationWorkspace() as ws:
+        revoke = ws.status_vars({city: {"status": "revoked", "reason": "bench", "date": today()}})
+        start = time.perf_counter()
+        run = run_playbook("enforce_status.yml", "-e", revoke, *ws.common_args())
+        elapsed = time.perf_counter() - start
+        report = ws.latest_report()
+        if run.returncode or not report["complete"]:
+            print(run.stdout[-3000:], file=sys.stderr)
+            raise SystemExit("enforcement did not complete")
+        nodes = sum(1 for e in report["entries"] if e["kind"] == "node")
+        restore_start = time.perf_counter()
+        clear_rotations()  # the revoked city held the shared load_auth key: forget the rotation it called for
+        active = ws.status_vars({city: {"status": "active", "reason": "bench restore", "date": today()}})
+        run_playbook("enforce_status.yml", "-e", active, *ws.common_args())
+        if run_playbook("distribute.yml").returncode:
+            raise SystemExit(f"could not re-enrol {city}: run playbooks/distribute.yml")
+        run_playbook("enforce_status.yml", "-e", active, *ws.common_args())
+        start2 = time.perf_counter()
+        steady = run_playbook("enforce_status.yml", *ws.common_args())
+        steady_elapsed = time.perf_counter() - start2
+        return {
+            "report_s": elapsed,
+            "nodes": nodes,
+            "restore_s": start2 - restore_start,
+            "steady_s": steady_elapsed,
+            "steady_rc": steady.returncode,
+        }
 
 
 def main() -> None:

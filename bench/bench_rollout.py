@@ -1,9 +1,9 @@
 """Benchmark of the 21-city distribution (issue 4, Must show 6). Run as root with the lab up:
 
-    .venv/bin/python bench/bench_rollout.py
+    bin/bench rollout
 
 Times, and prints with their ratios:
-  1. the cold rollout: every city's distribution undone first (tests/distribution_helpers.reset_distribution),
+  1. the cold rollout: every city's distribution undone first (tunion_lab/lab_state.reset_distribution),
      then playbooks/distribute.yml over SSH, each city as its own unix user;
   2. the no-change re-run (cities whose report is in step get no pass), and the re-run that makes every city
      re-verify its token (-e distribution_verify_cities=true);
@@ -27,20 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "collections"))
-sys.path.insert(0, str(REPO))
-
-from tests.conftest import ansible_env, run_playbook
-from tests.distribution_helpers import (
-    CA_CERT,
-    LAB_DIR,
-    OPENBAO_URL,
-    PIN_DIR,
-    PROVINCE_TOKEN_FILE,
-    lab_cities,
-    reset_distribution,
-)
+from tunion_lab.lab import CHILD_PYTHONPATH, LAB_DIR, REPO
+from tunion_lab.lab_state import PIN_DIR, lab_cities, reset_distribution
+from tunion_lab.openbao_access import CA_CERT, OPENBAO_URL, PROVINCE_TOKEN_FILE
+from tunion_lab.playbooks import ansible_env, run_playbook
 
 GRANTS = [{"key_type": t, "version": 1} for t in ("purchase", "tac", "load", "maintenance")]
 
@@ -69,7 +59,6 @@ def plain_python(rounds: int = 2) -> list[float]:
     """
     code = f"""
 import json, os, sys, time
-sys.path.insert(0, {str(REPO / "collections")!r})
 from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
 from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session, load_library
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBaoSettings, connect
@@ -144,7 +133,12 @@ for _ in range({rounds}):
 """
     try:
         out = subprocess.run(
-            [str(REPO / ".venv" / "bin" / "python"), "-c", code], capture_output=True, text=True, check=False, cwd="/"
+            [str(REPO / ".venv" / "bin" / "python"), "-c", code],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd="/",
+            env=dict(os.environ, PYTHONPATH=CHILD_PYTHONPATH),
         )
         if out.returncode:
             raise SystemExit(f"plain Python run failed:\n{out.stderr[-3000:]}")

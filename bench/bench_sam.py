@@ -16,7 +16,7 @@ Per-SAM time: the median time from one SAM done to the next in the same reader (
 docs/sam-profile.md, would otherwise dominate a few hundred SAMs); throughput over the working time.
 Targets (issue 5): >= 2000 SAMs/min, ratio < 2. The lab is shared: the load average is printed with the figures.
 
-    .venv/bin/python bench/bench_sam.py [--count 400] [--readers 'TUnion Lab VPCD *'] [--slots 0,1,2,3]
+    bin/bench sam [--count 400] [--readers 'TUnion Lab VPCD *'] [--slots 0,1,2,3]
 """
 
 from __future__ import annotations
@@ -34,21 +34,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "collections")]
-
-from sam_helpers import (
-    LAB_DIR,
-    PROVINCE_USER,
-    EmulatorClient,
-    emulator_socket,
-    ensure_emulator,
-    inject_result,
-    manufacture_as_province,
-    queue,
-    write_registry,
-)
 from smartcard import scard
+
+from tunion_lab.lab import LAB_DIR, REPO
+from tunion_lab.playbooks import inject_result
+from tunion_lab.sam_emulator.client import EmulatorClient, emulator_socket, ensure_emulator
+from tunion_lab.sam_supply import PROVINCE_USER, manufacture_as_province, queue, write_registry
 
 
 def feed(client: EmulatorClient, made: dict | None, serials: list[str], slots: list[int]) -> None:

@@ -6,9 +6,12 @@ Helpers live in tests/support (imported as `tests.support.<module>`); the lab's 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +20,27 @@ from tunion_lab.lab import LAB_DIR, REPO
 
 def _lab_session(request: pytest.FixtureRequest) -> bool:
     return any(item.get_closest_marker("lab") for item in request.session.items)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_tempdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """This session's temporary files (tempfile.mkdtemp, TemporaryDirectory) go into one directory of its own, which
+    must be empty when the session ends: a test or helper that leaves files behind fails here, by name.
+
+    0711: lab node users may pass through to a directory made theirs (RevocationWorkspace), and list nothing.
+    """
+    tmp_path_factory.getbasetemp()  # pytest's own tmp_path root stays where it was
+    root = Path(tempfile.mkdtemp(prefix="tunion-tests-"))
+    root.chmod(0o711)
+    previous, tempfile.tempdir = tempfile.tempdir, str(root)
+    try:
+        yield root
+    finally:
+        tempfile.tempdir = previous
+        left = sorted(p.name for p in root.iterdir())
+        shutil.rmtree(root, ignore_errors=True)
+    if left:
+        pytest.fail(f"temporary files left behind by this session (now removed): {', '.join(left)}")
 
 
 @pytest.fixture(scope="session")

@@ -35,19 +35,22 @@ def clear_test_key(name: str) -> bytes:
     return bytes(out)
 
 
+def write_custodian_file(path: Path, value: str, kcv: str) -> Path:
+    """One custodian's component in the project's custodian format (value, kcv): a 0600 file in a 0700 directory."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"value: {value}\nkcv: {kcv}\n")
+    return path
+
+
 def write_custodian_files(root: Path, names: list[str] | None = None) -> list[Path]:
-    """One 0700 directory per custodian, one 0600 file per key in the project's custodian format (value, kcv)."""
-    written = []
-    for name in names or list(TEST_COMPONENTS):
-        for i, comp in enumerate(TEST_COMPONENTS[name], 1):
-            d = root / f"custodian-{i}"
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
-            f = d / f"{name}-v01.yml"
-            fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"value: {comp}\nkcv: {kcv(bytes.fromhex(comp)).hex().upper()}\n")
-            written.append(f)
-    return written
+    """One directory per custodian (custodian-N), one file per key version: what each custodian hands in."""
+    return [
+        write_custodian_file(root / f"custodian-{i}" / f"{name}-v01.yml", comp, kcv(bytes.fromhex(comp)).hex().upper())
+        for name in names or list(TEST_COMPONENTS)
+        for i, comp in enumerate(TEST_COMPONENTS[name], 1)
+    ]
 
 
 def main(argv: list[str]) -> int:

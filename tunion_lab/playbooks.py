@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 from tunion_lab.lab import INVENTORY, REPO
 
@@ -68,3 +70,18 @@ def run_ansible(tool: str, *args: str, timeout: float = 900, env: dict[str, str]
 
 def run_playbook(playbook: str, *args: str, timeout: float = 900, env: dict[str, str] | None = None) -> AnsibleRun:
     return run_ansible("ansible-playbook", str(REPO / "playbooks" / playbook), *args, timeout=timeout, env=env)
+
+
+def inject_result(stdout: str) -> dict[str, Any]:
+    """The sam_inject task result from ansible-playbook -v/-vvv output (the JSON object after '=> ')."""
+    dec = json.JSONDecoder()
+    pos = stdout.find("=> {")
+    while pos >= 0:
+        try:
+            obj, _ = dec.raw_decode(stdout, pos + 3)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and "summary" in obj and "sams" in obj:
+            return obj
+        pos = stdout.find("=> {", pos + 1)
+    raise AssertionError(f"no sam_inject result in:\n{stdout[-3000:]}")

@@ -10,7 +10,7 @@ import pytest
 from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBaoError, OpenBaoSettings, connect
 
-from tests.support.distribution import (
+from tunion_lab.openbao_access import (
     CA_CERT,
     MOUNT,
     OPENBAO_URL,

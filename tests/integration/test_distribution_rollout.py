@@ -15,19 +15,12 @@ import pytest
 from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
 from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import diversification_data
 
-from tests.support.distribution import (
-    LAB_DIR,
-    MOUNT,
-    city_token_objects,
-    lab_cities,
-    province_client,
-    reset_distribution,
-    token_objects,
-    wrapped_secret_id,
-)
 from tests.support.leaks import find_in_lab_files
 from tests.support.reference import pboc_diversify
+from tunion_lab.lab import LAB_DIR
+from tunion_lab.lab_state import city_token_objects, lab_cities, reset_distribution, token_objects
 from tunion_lab.ministry_test_keys import clear_test_key
+from tunion_lab.openbao_access import MOUNT, province_client, wrapped_secret_id
 from tunion_lab.playbooks import AnsibleRun, ansible_env, run_ansible, run_playbook
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

@@ -14,7 +14,7 @@ import yaml
 from tests.support.leaks import find_in_lab_files, secret_forms
 from tests.support.reference import kcv_des3, xor
 from tunion_lab.lab import LAB_DIR, REPO
-from tunion_lab.ministry_test_keys import TEST_COMPONENTS, write_custodian_files
+from tunion_lab.ministry_test_keys import TEST_COMPONENTS, write_custodian_file, write_custodian_files
 from tunion_lab.playbooks import run_ansible, run_playbook
 
 pytestmark = pytest.mark.lab
@@ -98,9 +98,8 @@ def test_split_knowledge_no_trace_anywhere(issued):
         tmp = Path(tmpdir)
         custodians = tmp / "custodians"
         for i, comp in enumerate(LEAK_COMPONENTS, 1):
-            d = custodians / f"custodian-{i}"
-            d.mkdir(parents=True)
-            (d / "leaktest-v01.yml").write_text(f"value: {comp}\nkcv: {kcv_des3(bytes.fromhex(comp)).hex().upper()}\n")
+            kcv = kcv_des3(bytes.fromhex(comp)).hex().upper()
+            write_custodian_file(custodians / f"custodian-{i}" / "leaktest-v01.yml", comp, kcv)
         cat = [*copy.deepcopy(CATALOGUE), LEAK_ENTRY]
         extra = _extra_vars(tmp, key_catalogue=cat, hsm_custodian_dir=str(custodians))
         try:
@@ -157,10 +156,8 @@ def test_wrong_component_kcv_refused_and_token_unchanged(issued):
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for i, comp in enumerate(TEST_COMPONENTS["tac"], 1):
-            d = tmp / f"custodian-{i}"
-            d.mkdir()
             kcv = "123456" if i == 2 else kcv_des3(bytes.fromhex(comp)).hex().upper()
-            (d / "leaktest-v01.yml").write_text(f"value: {comp}\nkcv: {kcv}\n")
+            write_custodian_file(tmp / f"custodian-{i}" / "leaktest-v01.yml", comp, kcv)
         cat = [*copy.deepcopy(CATALOGUE), LEAK_ENTRY]
         run = run_playbook("issue_keys.yml", "-e", _extra_vars(tmp, key_catalogue=cat, hsm_custodian_dir=str(tmp)))
     assert run.returncode != 0

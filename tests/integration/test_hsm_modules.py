@@ -27,7 +27,9 @@ def _play(tmp: Path, tasks: list[dict], *args: str, catalogue=None) -> subproces
     play = [
         {"hosts": "localhost", "gather_facts": False, "vars": {"key_catalogue": catalogue or CATALOGUE}, "tasks": tasks}
     ]
+    # the play may carry the published test components: readable by this user only, and gone after the run
     pb = tmp / "play.yml"
+    pb.touch(mode=0o600)
     pb.write_text(yaml.safe_dump(play, allow_unicode=True))
     env = dict(
         os.environ,
@@ -35,25 +37,28 @@ def _play(tmp: Path, tasks: list[dict], *args: str, catalogue=None) -> subproces
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default",
     )
-    return subprocess.run(
-        [
-            str(REPO / ".venv/bin/ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            f"ansible_python_interpreter={PY}",
-            str(pb),
-            *args,
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    try:
+        return subprocess.run(
+            [
+                str(REPO / ".venv/bin/ansible-playbook"),
+                "-i",
+                "localhost,",
+                "-c",
+                "local",
+                "-e",
+                f"ansible_python_interpreter={PY}",
+                str(pb),
+                *args,
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+    finally:
+        pb.unlink()
 
 
 def _changed(proc) -> int:

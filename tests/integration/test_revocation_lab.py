@@ -11,45 +11,16 @@ import hvac
 import hvac.exceptions
 import pytest
 
-from tests.support.revocation import (
-    CA_CERT,
-    MOUNT,
-    OPENBAO_URL,
-    RevocationWorkspace,
-    city_login,
-    city_token_objects,
-    clear_rotations,
-    entry,
-    kv_versions,
-    lab_cities,
-    node_blacklist,
-    province_client,
-    today,
-    unwrap,
-)
+from tests.support.revocation import assert_locked_out, entry, kv_versions, node_blacklist, spare_secret_id
+from tunion_lab.lab_state import city_token_objects, clear_rotations, lab_cities
+from tunion_lab.openbao_access import MOUNT, city_login, province_client
 from tunion_lab.playbooks import run_playbook
+from tunion_lab.workspace import RevocationWorkspace, today
 
 pytestmark = pytest.mark.lab
 
 REVOKED = "shantou"
 SUSPENDED = "zhuhai"
-
-
-def spare_secret_id(city: str) -> tuple[str, str]:
-    """(role_id, secret_id) issued before the revocation and never used: a fresh login attempt afterwards."""
-    province = province_client()
-    role = f"city-{city}"
-    role_id = province.auth.approle.read_role_id(role)["data"]["role_id"]
-    wrapped = province.auth.approle.generate_secret_id(role, wrap_ttl="5m")["wrap_info"]["token"]
-    return role_id, unwrap(wrapped)
-
-
-def assert_locked_out(old: hvac.Client, role_id: str, secret_id: str, city: str) -> None:
-    with pytest.raises(hvac.exceptions.Forbidden):
-        old.secrets.kv.v2.read_secret_version(f"cities/{city}/kek", mount_point=MOUNT, raise_on_deleted_version=True)
-    fresh = hvac.Client(url=OPENBAO_URL, verify=CA_CERT)
-    with pytest.raises((hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden)):
-        fresh.auth.approle.login(role_id=role_id, secret_id=secret_id)
 
 
 def restore(ws: RevocationWorkspace, city: str, registry: Path | None = None) -> None:
@@ -65,8 +36,7 @@ def restore(ws: RevocationWorkspace, city: str, registry: Path | None = None) ->
     assert again.returncode == 0, again.stdout[-3000:]
 
 
-def test_revoked_city_offline_locked_out_then_enforced_others_carry_blacklist() -> None:
-    ws = RevocationWorkspace()
+def test_revoked_city_offline_locked_out_then_enforced_others_carry_blacklist(ws: RevocationWorkspace) -> None:
     codes = lab_cities()
     code = codes[REVOKED]
     registry = ws.registry(
@@ -130,8 +100,7 @@ def test_revoked_city_offline_locked_out_then_enforced_others_carry_blacklist() 
     assert relogged.secrets.kv.v2.list_secrets(f"cities/{REVOKED}/blocks", mount_point=MOUNT)["data"]["keys"]
 
 
-def test_suspension_is_reversible_without_reissuing_keys() -> None:
-    ws = RevocationWorkspace()
+def test_suspension_is_reversible_without_reissuing_keys(ws: RevocationWorkspace) -> None:
     keys_before = city_token_objects(SUSPENDED)
     versions_before = kv_versions(SUSPENDED)
     old, _, _ = city_login(province_client(), SUSPENDED)
@@ -178,8 +147,7 @@ def test_suspension_is_reversible_without_reissuing_keys() -> None:
         ("tunion-province", "the province's own identity"),
     ],
 )
-def test_bad_request_is_refused_and_changes_nothing(holder: str, message: str) -> None:
-    ws = RevocationWorkspace()
+def test_bad_request_is_refused_and_changes_nothing(holder: str, message: str, ws: RevocationWorkspace) -> None:
     province = province_client()
     policies = sorted(province.sys.list_acl_policies()["data"]["keys"])
     roles = sorted(province.list("auth/approle/role")["data"]["keys"])

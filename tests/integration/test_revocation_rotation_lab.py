@@ -15,21 +15,11 @@ import hvac
 import hvac.exceptions
 import pytest
 
-from tests.integration.test_revocation_lab import assert_locked_out, spare_secret_id
-from tests.support.distribution import token_objects
-from tests.support.revocation import (
-    MOUNT,
-    RevocationWorkspace,
-    city_login,
-    city_token_objects,
-    clear_rotations,
-    entry,
-    lab_cities,
-    node_blacklist,
-    province_client,
-    today,
-)
+from tests.support.revocation import assert_locked_out, entry, node_blacklist, spare_secret_id
+from tunion_lab.lab_state import city_token_objects, clear_rotations, lab_cities, token_objects
+from tunion_lab.openbao_access import MOUNT, city_login, province_client
 from tunion_lab.playbooks import AnsibleRun, run_playbook
+from tunion_lab.workspace import RevocationWorkspace, today
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -77,8 +67,7 @@ def back_to_normal(ws: RevocationWorkspace, status: str, registry: Path | None =
         assert f"recharge.{SHARED}.v02.city-{code}" not in tokens[city], city
 
 
-def test_revoked_city_stays_locked_out_and_the_shared_key_rotates_for_the_others() -> None:
-    ws = RevocationWorkspace()
+def test_revoked_city_stays_locked_out_and_the_shared_key_rotates_for_the_others(ws: RevocationWorkspace) -> None:
     codes = lab_cities()
     code = codes[REVOKED]
     others = [c for c in codes if c != REVOKED]
@@ -143,8 +132,7 @@ def test_revoked_city_stays_locked_out_and_the_shared_key_rotates_for_the_others
     assert relogged.secrets.kv.v2.list_secrets(f"cities/{REVOKED}/blocks", mount_point=MOUNT)["data"]["keys"]
 
 
-def test_revoked_key_version_is_destroyed_in_every_city_and_reported() -> None:
-    ws = RevocationWorkspace()
+def test_revoked_key_version_is_destroyed_in_every_city_and_reported(ws: RevocationWorkspace) -> None:
     codes = lab_cities()
     name = f"{SHARED}.v01"
     try:

@@ -31,20 +31,11 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_injection impor
 
 from tests.support.leaks import find_in_lab_files, secret_forms
 from tests.support.reference import kcv_des3, pboc_diversify
-from tests.support.sam import (
-    PROVINCE_USER,
-    EmulatorClient,
-    emulator_socket,
-    ensure_emulator,
-    inject_result,
-    manufacture_as_province,
-    queue,
-    stop_emulator,
-    write_registry,
-)
 from tunion_lab.lab import LAB_DIR, REPO
 from tunion_lab.ministry_test_keys import TEST_COMPONENTS, clear_test_key
-from tunion_lab.playbooks import run_ansible, run_playbook
+from tunion_lab.playbooks import inject_result, run_ansible, run_playbook
+from tunion_lab.sam_emulator.client import EmulatorClient, emulator_socket, ensure_emulator, stop_emulator
+from tunion_lab.sam_supply import PROVINCE_USER, manufacture_as_province, queue, write_registry
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -98,7 +89,8 @@ class Station:
     def register(self, serials: list[str], city: str, holder: str) -> None:
         self.rows += [(s, city, holder, "active") for s in serials]
         write_registry(self.registry, self.rows)
-        os.chmod(self.registry, 0o644)
+        os.chmod(self.registry, 0o600)
+        shutil.chown(self.registry, PROVINCE_USER, PROVINCE_USER)  # the station's user reads it, nobody else
 
     def extra_vars(self, **more: Any) -> str:
         v = {
@@ -128,7 +120,7 @@ class Station:
 def station() -> Iterator[Station]:
     """A directory in the SAM station user's home (its own files, as on a real station)."""
     root = LAB_DIR / "nodes" / PROVINCE_USER / f"sam-test-{os.getpid()}"
-    root.mkdir(mode=0o755)
+    root.mkdir(mode=0o700)
     shutil.chown(root, PROVINCE_USER, PROVINCE_USER)
     yield Station(root)
     shutil.rmtree(root, ignore_errors=True)
@@ -141,7 +133,7 @@ def make(emu: EmulatorClient, serials: list[str], **kw: Any) -> None:
               faults=kw.get("faults"))  # fmt: skip
 
 
-def test_batch_of_200_over_4_readers_and_pyscard_interop(emu: EmulatorClient, station: Station, tmp_path: Path) -> None:
+def test_batch_of_200_over_4_readers_and_pyscard_interop(emu: EmulatorClient, station: Station) -> None:
     serials = [station.serial(c, i) for i in range(N // len(CITIES)) for c in CITIES]
     for c in CITIES:
         station.register([s for s in serials if s[2:8] == c], c, f"holder-{c}")
@@ -170,7 +162,6 @@ def test_batch_of_200_over_4_readers_and_pyscard_interop(emu: EmulatorClient, st
         "card": TEST_CARD,
         "idle_seconds": 3,
     }
-    (tmp_path / "interop.json").write_text(json.dumps(cfg))
     script = REPO / "tests" / "interop" / "pyscard_mac1.py"
     imported = {
         (n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
@@ -180,7 +171,9 @@ def test_batch_of_200_over_4_readers_and_pyscard_interop(emu: EmulatorClient, st
     }
     assert imported <= {"__future__", "json", "sys", "threading", "time", "cryptography", "smartcard"}, imported
     out = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "interop.json")],
+        # the input carries the published test components: on stdin, never in a file left behind
+        [sys.executable, str(script), "/dev/stdin"],
+        input=json.dumps(cfg),
         capture_output=True,
         text=True,
         timeout=300,

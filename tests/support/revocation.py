@@ -1,93 +1,18 @@
 # Copyright: tunion-keyops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Helpers for the revocation tests and bench: statuses as extra vars, a SAM registry, an offline city, reports."""
+"""Helpers for the revocation lab tests: report entries, a node's blacklist, OpenBao versions, lock-out checks."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
+import hvac
 import hvac.exceptions
-import yaml
+import pytest
 
-from tests.support.distribution import (
-    CA_CERT,
-    LAB_DIR,
-    MOUNT,
-    OPENBAO_URL,
-    city_login,
-    city_token_objects,
-    lab_cities,
-    province_client,
-    unwrap,
-)
-
-__all__ = [
-    "CA_CERT",
-    "MOUNT",
-    "OPENBAO_URL",
-    "RevocationWorkspace",
-    "city_login",
-    "city_token_objects",
-    "clear_rotations",
-    "lab_cities",
-    "province_client",
-    "unwrap",
-]
-
-
-def today() -> str:
-    return _dt.datetime.now(_dt.UTC).date().isoformat()
-
-
-class RevocationWorkspace:
-    """A world-readable temp directory for the files a test hands to the playbooks (run as tunion-province)."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="tunion-revocation-"))
-        os.chmod(self.dir, 0o755)
-        self.reports = self.dir / "reports"
-        self.reports.mkdir()
-        os.chmod(self.reports, 0o1777)  # the province user writes reports here
-        self._n = 0
-
-    def file(self, name: str, text: str) -> Path:
-        path = self.dir / name
-        path.write_text(text, encoding="utf-8")
-        os.chmod(path, 0o644)
-        return path
-
-    def status_vars(self, cities: dict[str, Any] | None = None, **sections: dict[str, Any]) -> str:
-        """A file of extra vars setting tunion_status (use as -e @file)."""
-        self._n += 1
-        status = {"cities": cities or {}, "holders": {}, "sams": {}, "key_versions": {}}
-        status.update(sections)
-        return "@" + str(self.file(f"status-{self._n}.yml", yaml.safe_dump({"tunion_status": status})))
-
-    def registry(self, assignments: dict[str, list[tuple[str, str]]]) -> Path:
-        """A SAM registry CSV: city code -> [(serial, holder)]."""
-        lines = ["serial,city_code,holder,status,station,note"]
-        for code, sams in assignments.items():
-            lines += [f"{serial},{code},{holder},active,," for serial, holder in sams]
-        return self.file("sam_registry.csv", "\n".join(lines) + "\n")
-
-    def offline_inventory(self, city: str) -> Path:
-        """An extra inventory that points one city at a closed port: the node is unreachable."""
-        data = {"all": {"children": {"cities": {"hosts": {city: {"ansible_port": 9, "ansible_ssh_timeout": 3}}}}}}
-        return self.file(f"offline-{city}.yml", yaml.safe_dump(data))
-
-    def common_args(self, registry: Path | None = None) -> list[str]:
-        args = ["-e", f"status_report_dir={self.reports}"]
-        if registry is not None:
-            args += ["-e", f"status_sam_registry={registry}"]
-        return args
-
-    def latest_report(self) -> dict[str, Any]:
-        return json.loads((self.reports / "latest.json").read_text(encoding="utf-8"))
+from tunion_lab.lab import LAB_DIR
+from tunion_lab.openbao_access import CA_CERT, MOUNT, OPENBAO_URL, province_client, unwrap, wrapped_secret_id
 
 
 def entry(report: dict[str, Any], target: str) -> dict[str, Any]:
@@ -114,13 +39,15 @@ def kv_versions(city: str) -> dict[str, int]:
     return out
 
 
-def clear_rotations() -> None:
-    """Test and bench clean-up only: forget every recorded rotation (a real rotation is never undone), so that the
-    next distribution grants the inventory's versions again and retires the rotated ones."""
-    kv = province_client().secrets.kv.v2
-    try:
-        names = kv.list_secrets("province/rotation", mount_point=MOUNT)["data"]["keys"]
-    except hvac.exceptions.InvalidPath:
-        names = []
-    for name in names:
-        kv.delete_metadata_and_all_versions(f"province/rotation/{name}", mount_point=MOUNT)
+def spare_secret_id(city: str) -> tuple[str, str]:
+    """(role_id, secret_id) issued before the revocation and never used: a fresh login attempt afterwards."""
+    role_id, wrapped = wrapped_secret_id(province_client(), city, wrap_ttl="5m")
+    return role_id, unwrap(wrapped)
+
+
+def assert_locked_out(old: hvac.Client, role_id: str, secret_id: str, city: str) -> None:
+    with pytest.raises(hvac.exceptions.Forbidden):
+        old.secrets.kv.v2.read_secret_version(f"cities/{city}/kek", mount_point=MOUNT, raise_on_deleted_version=True)
+    fresh = hvac.Client(url=OPENBAO_URL, verify=CA_CERT)
+    with pytest.raises((hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden)):
+        fresh.auth.approle.login(role_id=role_id, secret_id=secret_id)

@@ -130,7 +130,7 @@ def cmd_status(a: argparse.Namespace) -> int:
 def cmd_insert(a: argparse.Namespace) -> int:
     """Queue SAMs already manufactured: ``--serials``, or ``--count`` serials from ``--first``.
 
-    New SAMs are manufactured by the province's HSM (tests/sam_helpers.py ``manufacture``), not from this CLI."""
+    New SAMs are manufactured by the province's HSM (tunion_lab/sam_supply.py ``manufacture``), not from this CLI."""
     serials = list(a.serials or [])
     if a.count:
         base = int(a.first, 16)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
+
+from tunion_lab.lab import LAB_DIR, REPO
 
 SOCKET_NAME = "sam-emulator.sock"
 
@@ -40,3 +45,35 @@ class EmulatorClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def emulator_socket(lab_dir: Path = LAB_DIR) -> Path:
+    return lab_dir / "run" / "sam-emulator.sock"
+
+
+def ensure_emulator(lab_dir: Path = LAB_DIR) -> bool:
+    """Start the lab's emulator if it is not running; True if this call started it."""
+    sock = emulator_socket(lab_dir)
+    if sock.exists():
+        try:
+            EmulatorClient(sock, timeout=5).close()
+            return False
+        except OSError:
+            pass
+    subprocess.run(
+        [sys.executable, "-m", "tunion_lab.sam_emulator", "--lab-dir", str(lab_dir), "start"],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
+    for _ in range(100):
+        if sock.exists():
+            return True
+        time.sleep(0.05)
+    raise RuntimeError("the SAM emulator did not start")
+
+
+def stop_emulator(lab_dir: Path = LAB_DIR) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "tunion_lab.sam_emulator", "--lab-dir", str(lab_dir), "stop"], cwd=REPO, check=False
+    )

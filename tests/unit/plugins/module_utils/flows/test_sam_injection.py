@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
 from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_crypto import SamCrypto
 from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_injection import (
     Injector,
@@ -24,21 +25,11 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_injection impor
 from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_registry import Observed, Registry
 
 from tests.support.reference import kcv_des3, pboc_diversify, strip_parity
-from tests.support.sam import (
-    BATCH_KEK_LABEL,
-    ISSUER_LABEL,
-    SOFTHSM,
-    TEST_CATALOGUE,
-    USER_PIN,
-    FakeReaders,
-    hsm_session,
-    make_cards,
-    provision_test_keys,
-    write_registry,
-)
+from tests.support.sam import TEST_CATALOGUE, FakeReaders, make_cards, provision_test_keys
 from tunion_lab.ministry_test_keys import clear_test_key
 from tunion_lab.sam_emulator.store import StateStore
-from tunion_lab.scratch_token import temp_token
+from tunion_lab.sam_supply import BATCH_KEK_LABEL, ISSUER_LABEL, write_registry
+from tunion_lab.scratch_token import SOFTHSM, USER_PIN, temp_token
 
 CITY = "440100"
 READERS = ["R0", "R1"]
@@ -87,8 +78,9 @@ class Bench:
 
 
 @pytest.fixture
-def bench(tmp_path: Path, token: str) -> Bench:
-    return Bench(tmp_path, token)
+def bench(tmp_path_factory: pytest.TempPathFactory, token: str) -> Bench:
+    # not tmp_path: the emulated SAMs' state is written behind by a thread, after the test may have ended
+    return Bench(tmp_path_factory.mktemp("sam-bench"), token)
 
 
 def test_batch_loads_verifies_and_records(bench: Bench) -> None:
