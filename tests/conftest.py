@@ -88,5 +88,9 @@ def converged_lab(request: pytest.FixtureRequest, lab_lock: None) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Unit tests never need the lab: a lab test belongs in tests/integration.
+    misplaced = [item.nodeid for item in items if item.get_closest_marker("lab") and "tests/unit/" in item.nodeid]
+    if misplaced:
+        raise pytest.UsageError(f"lab tests under tests/unit (move them to tests/integration): {misplaced[:5]}")
     # Tests that stop and restart the lab go last, so they never pull the lab from under another test.
     items.sort(key=lambda item: item.get_closest_marker("lab_restart") is not None)
