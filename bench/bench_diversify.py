@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils import hsm
-from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11_derive import (
-    key_derivation_string_data,
-)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.params import key_derivation_string_data
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.policy import KeyPolicy
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import hsm_session
 from pkcs11 import Attribute, KeyType, Mechanism
 from pkcs11.constants import DEFAULT
 
@@ -20,8 +19,8 @@ from tunion_lab.scratch_token import SOFTHSM, USER_PIN, temp_token
 
 
 def main(count: int) -> None:
-    with temp_token("bench"), hsm.hsm_session(SOFTHSM, "bench", USER_PIN) as tok:
-        mk = tok.generate_secret("3DES-2KEY", "consumption.purchase.v01.province", None, hsm.KeyPolicy(token=False))
+    with temp_token("bench"), hsm_session(SOFTHSM, "bench", USER_PIN) as tok:
+        mk = tok.generate_secret("3DES-2KEY", "consumption.purchase.v01.province", None, KeyPolicy(token=False))
         cards = [f"{i:016d}" for i in range(count)]
 
         def project_loop() -> None:

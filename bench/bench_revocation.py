@@ -25,9 +25,10 @@ import time
 
 import hvac
 import hvac.exceptions
-from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation as rv
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBaoSettings, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.access import AccessSettings
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.status_openbao import converge_city
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.status import Status
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import OpenBaoSettings, connect
 
 from tunion_lab.lab_state import clear_rotations
 from tunion_lab.openbao_access import CA_CERT, MOUNT, OPENBAO_URL, PROVINCE_TOKEN_FILE, city_login, province_client
@@ -56,12 +57,12 @@ def denial_round(city: str) -> tuple[float, float]:
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     time.sleep(0.05)
-    settings = dist.AccessSettings()
+    settings = AccessSettings()
     start = time.perf_counter()
-    rv.converge_city(
+    converge_city(
         bao,
         city,
-        rv.Status("suspended", "bench: revocation latency", today()),
+        Status("suspended", "bench: revocation latency", today()),
         settings=settings,
         recorded=None,
         check_mode=False,
@@ -71,10 +72,10 @@ def denial_round(city: str) -> tuple[float, float]:
     stop.set()
     if not denied_at:
         raise SystemExit("the city's token was never denied")
-    rv.converge_city(
+    converge_city(
         bao,
         city,
-        rv.Status("active", "bench: restored", today()),
+        Status("active", "bench: restored", today()),
         settings=settings,
         recorded={"status": "suspended"},
         check_mode=False,

@@ -59,9 +59,19 @@ def plain_python(rounds: int = 2) -> list[float]:
     """
     code = f"""
 import json, os, sys, time
-from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session, load_library
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBaoSettings, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.access import (
+    AccessSettings, ensure_city_access, ensure_engines, issue_wrapped_secret_id)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.compare import (
+    compare_status, expected_kcvs)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.enrolment import (
+    ensure_city_rsa, publish_enrolment)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.install import install_for_city
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import use_catalogue
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.publish import publish_for_cities
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import parse_targets
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import OpenBaoSettings, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import load_library
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import hsm_session
 import yaml
 LIB = "/usr/lib/softhsm/libsofthsm2.so"
 NODES = {str(LAB_DIR / "nodes")!r}
@@ -69,9 +79,9 @@ cities = {lab_cities()!r}
 grants = {GRANTS!r}
 pins = {{p.name: p.read_text().strip() for p in __import__("pathlib").Path({str(PIN_DIR)!r}).iterdir()}}
 catalogue = yaml.safe_load(open({str(REPO / "inventories/lab/group_vars/all/key_catalogue.yml")!r}))["key_catalogue"]
-targets = dist.parse_targets([{{"city": c, "city_code": code, "grants": grants}} for c, code in cities.items()])
+targets = parse_targets([{{"city": c, "city_code": code, "grants": grants}} for c, code in cities.items()])
 province = connect(OpenBaoSettings(url={OPENBAO_URL!r}, ca_cert={CA_CERT!r}, token_path={str(PROVINCE_TOKEN_FILE)!r}))
-settings = dist.AccessSettings()
+settings = AccessSettings()
 
 def use(user):
     os.environ["SOFTHSM2_CONF"] = NODES + "/" + user + "/.config/softhsm2/softhsm2.conf"
@@ -90,39 +100,39 @@ def city_hsm(city):
     return hsm_session(LIB, "tunion-" + city, pins["tunion-" + city + ".user"])
 
 def city_bao(city):
-    cred = dist.issue_wrapped_secret_id(province, city, settings, "5m")
+    cred = issue_wrapped_secret_id(province, city, settings, "5m")
     return connect(OpenBaoSettings(url={OPENBAO_URL!r}, ca_cert={CA_CERT!r}, auth_method="approle", **cred))
 
 def one_round():
-    dist.ensure_engines(province, settings, False)
+    ensure_engines(province, settings, False)
     for city in cities:
-        dist.ensure_city_access(province, city, settings, False)
-    first = dist.publish_for_cities(province, targets, so_session=so, user_session=user, issuer="GD-TUNION-PROVINCE",
+        ensure_city_access(province, city, settings, False)
+    first = publish_for_cities(province, targets, so_session=so, user_session=user, issuer="GD-TUNION-PROVINCE",
                                     catalogue=catalogue, check_mode=False)
     for city in first["awaiting_enrolment"]:
         bao = city_bao(city)
         with city_hsm(city) as hsm:
-            _, der = dist.ensure_city_rsa(hsm, cities[city], False)
-        dist.publish_enrolment(bao, city, cities[city], der, False)
+            _, der = ensure_city_rsa(hsm, cities[city], False)
+        publish_enrolment(bao, city, cities[city], der, False)
         bao.revoke_self()
     if first["awaiting_enrolment"]:
-        dist.publish_for_cities(province, [t for t in targets if t.city in first["awaiting_enrolment"]],
+        publish_for_cities(province, [t for t in targets if t.city in first["awaiting_enrolment"]],
                                 so_session=so, user_session=user, issuer="GD-TUNION-PROVINCE", catalogue=catalogue,
                                 check_mode=False)
     changed = 0
     for city in first["to_install"]:
         bao = city_bao(city)
         with city_hsm(city) as hsm:
-            changed += dist.install_for_city(bao, hsm, city, cities[city], check_mode=False)["changed"]
+            changed += install_for_city(bao, hsm, city, cities[city], check_mode=False)["changed"]
         bao.revoke_self()
     with user() as hsm:
-        dist.use_catalogue(hsm, catalogue)
-        expected = dist.expected_kcvs(hsm, targets)
+        use_catalogue(hsm, catalogue)
+        expected = expected_kcvs(hsm, targets)
     reported = {{}}
     for t in targets:
-        record = province.kv_read(dist.MOUNT, dist.city_path(t.city, "status"))
+        record = province.kv_read(province.layout.mount, province.layout.city(t.city, "status"))
         reported[t.city] = record["data"] if record else None
-    diffs = dist.compare_status(expected, reported)
+    diffs = compare_status(expected, reported)
     assert not diffs, diffs
     return changed
 

@@ -19,7 +19,8 @@ PYTHON = REPO / ".venv" / "bin" / "python"
 # Destroys the distribution objects named in argv (token label, who logs in, holders, key types).
 _DESTROY = r"""
 import sys
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session, parse_key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import parse_key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import hsm_session
 library, label, who = sys.argv[1:4]
 holders, types = sys.argv[4].split(","), sys.argv[5].split(",")
 pin = sys.stdin.read().strip()
@@ -38,7 +39,7 @@ print(gone)
 _LIST = r"""
 import sys
 from pkcs11 import ObjectClass
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import hsm_session
 with hsm_session(sys.argv[1], sys.argv[2], sys.stdin.read().strip(), rw=False) as hsm:
     for obj in hsm.list_keys():
         kcv = hsm.kcv(obj).hex().upper() if obj.object_class == ObjectClass.SECRET_KEY else ""

@@ -19,12 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session, key_id, key_label
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_crypto import (
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import key_id, key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.sam_crypto import (
     ensure_batch_kek,
     export_batch_kek,
     manufacture_master_keys,
 )
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import hsm_session
 
 from tunion_lab.lab import CHILD_PYTHONPATH, LAB_DIR, REPO, SOFTHSM_LIBRARY
 from tunion_lab.sam_emulator.client import EmulatorClient

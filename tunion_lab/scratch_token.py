@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import load_library
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import load_library
 
 from tunion_lab.lab import SOFTHSM_LIBRARY as SOFTHSM
 

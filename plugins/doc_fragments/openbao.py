@@ -57,6 +57,14 @@ options:
     description: Seconds to wait for each OpenBao request.
     type: int
     default: 10
+  mount:
+    description:
+      - Mount path of the KV version 2 engine of the collection (key blocks, KEK envelopes, city status, province
+        records). Every path the collection reads or writes is under it (plugins/module_utils/openbao/layout.py).
+      - Give every OpenBao task of a site the same mount (set it once with C(module_defaults) for the group
+        C(tunion.keymgmt.openbao)); the city policies name it.
+    type: str
+    default: tunion-kb
 notes:
   - Tokens, role_ids and secret_ids are C(no_log); error messages name the address, path and HTTP status only.
 requirements:

@@ -34,11 +34,8 @@ options:
     default: 30
   today:
     description:
-      - The day the run acts on (YYYY-MM-DD), for the end of grace periods; defaults to today (UTC).
+      - The day the run acts on (YYYY-MM-DD, the whole string), for the end of grace periods; defaults to today in
+        the network's time zone (Asia/Shanghai, the calendar of validity dates).
       - The playbooks pass C(status_now), so C(-e status_now=2026-12-25) shows what a later run will do.
     type: str
-  mount:
-    description: KV version 2 mount of key blocks and province records.
-    type: str
-    default: tunion-kb
 """

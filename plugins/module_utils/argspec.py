@@ -1,39 +1,90 @@
 # Copyright: tunion-keyops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Glue shared by the HSM modules: the pkcs11 doc-fragment options and error reporting without tracebacks."""
+"""The option groups of the collection, one per doc fragment (plugins/doc_fragments/), merged by :func:`build`.
+
+A module names the groups it takes and adds its own options; an option is declared once, in its group, so a
+group's options are the same in every module of its action group (meta/runtime.yml, module_defaults).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from copy import deepcopy
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.tunion.keymgmt.plugins.module_utils.catalogue import CatalogueError
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import HAS_PKCS11, PKCS11_IMPORT_ERROR, HsmError
+from ansible.module_utils.basic import env_fallback
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.layout import DEFAULT_MOUNT, DEFAULT_TOKEN_PATH
 
+Spec = dict[str, dict[str, Any]]
 
-def pkcs11_argument_spec() -> dict[str, Any]:
-    """Options of the ``tunion.keymgmt.pkcs11`` doc fragment."""
-    return {
-        "pkcs11_library": {
-            "type": "path",
-            "default": os.environ.get("PKCS11_LIBRARY", "/usr/lib/softhsm/libsofthsm2.so"),
+#: tunion.keymgmt.pkcs11
+PKCS11: Spec = {
+    "pkcs11_library": {
+        "type": "path",
+        "default": os.environ.get("PKCS11_LIBRARY", "/usr/lib/softhsm/libsofthsm2.so"),
+    },
+    "token_label": {"type": "str", "required": True, "no_log": False},
+    "user_pin": {"type": "str", "no_log": True},
+    "so_pin": {"type": "str", "no_log": True},
+}
+
+#: tunion.keymgmt.openbao
+OPENBAO: Spec = {
+    "url": {"type": "str", "fallback": (env_fallback, ["BAO_ADDR", "VAULT_ADDR"])},
+    "ca_cert": {"type": "path", "fallback": (env_fallback, ["BAO_CACERT", "VAULT_CACERT"])},
+    "auth_method": {"type": "str", "default": "token", "choices": ["token", "approle"]},
+    "token": {"type": "str", "no_log": True, "fallback": (env_fallback, ["BAO_TOKEN", "VAULT_TOKEN"])},
+    "token_path": {"type": "path", "default": DEFAULT_TOKEN_PATH},
+    "approle_mount": {"type": "str", "default": "approle"},
+    "role_name": {"type": "str"},
+    "role_id": {"type": "str", "no_log": True},
+    "wrapped_secret_id": {"type": "str", "no_log": True},
+    "timeout": {"type": "int", "default": 10},
+    "mount": {"type": "str", "default": DEFAULT_MOUNT},
+}
+
+#: tunion.keymgmt.distribution.city
+CITY: Spec = {
+    "city": {"type": "str", "required": True},
+    "city_code": {"type": "str", "required": True},
+}
+
+#: tunion.keymgmt.distribution.targets
+TARGETS: Spec = {
+    "targets": {
+        "type": "list",
+        "elements": "dict",
+        "required": True,
+        "options": {
+            "city": {"type": "str", "required": True},
+            "city_code": {"type": "str", "required": True},
+            "grants": {"type": "list", "elements": "raw", "default": []},
+            "kek_version": {"type": "int", "default": 1},
         },
-        "token_label": {"type": "str", "required": True, "no_log": False},
-        "user_pin": {"type": "str", "no_log": True},
-        "so_pin": {"type": "str", "no_log": True},
-    }
+    },
+    "catalogue": {"type": "list", "elements": "dict"},
+}
+
+#: tunion.keymgmt.status: the modules that work out the statuses in force (openbao_city_revoke, distribution_plan)
+STATUS: Spec = {
+    "cities": {"type": "dict", "required": True},
+    "status": {"type": "dict", "default": {}},
+    "sam_registry": {"type": "path"},
+    "catalogue": {"type": "list", "elements": "dict"},
+    "grace_days": {"type": "int", "default": 30},
+    "today": {"type": "str"},
+}
 
 
-def run_module(module: AnsibleModule, body: Callable[[AnsibleModule], dict[str, Any]]) -> None:
-    """Run ``body`` and exit; HsmError and CatalogueError become fail_json with their (safe) message."""
-    if not HAS_PKCS11:
-        module.fail_json(msg=missing_required_lib("python-pkcs11"), exception=PKCS11_IMPORT_ERROR)
-    try:
-        result = body(module)
-    except CatalogueError as exc:
-        module.fail_json(msg=str(exc), errors=exc.errors)
-    except HsmError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+def build(*groups: Spec, **own: dict[str, Any]) -> Spec:
+    """One argument spec from option groups and the module's own options. Two groups declaring one name
+    differently is a bug (``catalogue`` is in TARGETS and STATUS, the same); a module's own option replaces a
+    group's on purpose (``user_pin`` required by hsm_key_info)."""
+    spec: Spec = {}
+    for group in groups:
+        for name, option in group.items():
+            if name in spec and spec[name] != option:
+                raise ValueError(f"option {name} is declared twice, differently")
+            spec[name] = deepcopy(option)
+    spec.update(deepcopy(own))
+    return spec

@@ -1,65 +1,81 @@
 # Copyright: tunion-keyops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Glue for the distribution modules: shared argument specs and failures as messages, never tracebacks."""
+"""The one module base class of tunion.keymgmt (modelled on community.hashi_vault's HashiVaultModule).
+
+:class:`TunionModule` assembles the argument spec from option groups (argspec.py, one per doc fragment), checks the
+third-party libraries a module needs with ``missing_required_lib``, turns every :class:`TunionError` into
+``fail_json`` with its message (and ``errors`` when it lists several), and releases what the module opened - the
+OpenBao login tokens above all - whether the module succeeds or fails. A module body is a function of the module
+returning its result::
+
+    def run(module: TunionModule) -> dict[str, Any]: ...
+
+    def main() -> None:
+        TunionModule(OWN_OPTIONS, argspec.OPENBAO, requires=[HVAC_REQUIREMENT]).run(run)
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution import DistributionError
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import HsmError
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm_module import pkcs11_argument_spec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.keyblock import KeyBlockError
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import (
-    HAS_HVAC,
-    HVAC_IMPORT_ERROR,
-    OPENBAO_ARGSPEC,
-    OpenBao,
-    OpenBaoError,
-)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.argspec import Spec, build
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import TunionError
 
-# Options of the tunion.keymgmt.distribution doc fragments.
-CITY_SPEC: dict[str, Any] = {
-    "city": {"type": "str", "required": True},
-    "city_code": {"type": "str", "required": True},
-}
-TARGETS_SPEC: dict[str, Any] = {
-    "targets": {
-        "type": "list",
-        "elements": "dict",
-        "required": True,
-        "options": {
-            "city": {"type": "str", "required": True},
-            "city_code": {"type": "str", "required": True},
-            "grants": {"type": "list", "elements": "raw", "default": []},
-            "kek_version": {"type": "int", "default": 1},
-        },
-    },
-    "catalogue": {"type": "list", "elements": "dict"},
-}
+#: (library name, imported?, import error): each boundary package exports one (e.g. pkcs11/session.py)
+Requirement = tuple[str, bool, "str | None"]
 
 
-def argument_spec(*, hsm: bool, **extra: dict[str, Any]) -> dict[str, Any]:
-    spec: dict[str, Any] = {k: dict(v) for k, v in OPENBAO_ARGSPEC.items()}
-    if hsm:
-        spec.update(pkcs11_argument_spec())
-    spec.update(extra)
-    return spec
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
-def run(module: AnsibleModule, body: Callable[[AnsibleModule, list[OpenBao]], dict[str, Any]]) -> None:
-    """Run ``body``; our errors become fail_json with their (secret-free) message; AppRole tokens are revoked."""
-    if not HAS_HVAC:
-        module.fail_json(msg=missing_required_lib("hvac"), exception=HVAC_IMPORT_ERROR)
-    opened: list[OpenBao] = []
-    try:
-        result = body(module, opened)
-    except (OpenBaoError, DistributionError, KeyBlockError, HsmError) as exc:
-        for bao in opened:
-            bao.revoke_self()
-        module.fail_json(msg=str(exc))
-    for bao in opened:
-        bao.revoke_self()
-    module.exit_json(**result)
+C = TypeVar("C", bound=Closable)
+
+
+class TunionModule(AnsibleModule):
+    def __init__(
+        self,
+        options: Spec,
+        *groups: Spec,
+        requires: Iterable[Requirement] = (),
+        supports_check_mode: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(argument_spec=build(*groups, **options), supports_check_mode=supports_check_mode, **kwargs)
+        self._requires = list(requires)
+        self._opened: list[Closable] = []
+
+    def opened(self, resource: C) -> C:
+        """Remember ``resource`` (an OpenBao connection): it is closed when the module ends, whatever happens."""
+        self._opened.append(resource)
+        return resource
+
+    def _close(self) -> None:
+        while self._opened:
+            self._opened.pop().close()
+
+    def run(
+        self,
+        body: Callable[[TunionModule], dict[str, Any]],
+        *,
+        failure_extras: Callable[[TunionError], dict[str, Any]] | None = None,
+    ) -> NoReturn:
+        """Check the libraries, run ``body``, exit with its result; a TunionError ends in fail_json, no traceback.
+
+        ``failure_extras`` adds the module's own keys to a failure (sam_inject: no APDU was sent)."""
+        for name, present, error in self._requires:
+            if not present:
+                self.fail_json(msg=missing_required_lib(name), exception=error)
+        try:
+            result = body(self)
+        except TunionError as exc:
+            self._close()
+            extra: dict[str, Any] = {"errors": exc.errors} if exc.errors else {}
+            extra.update(failure_extras(exc) if failure_extras else {})
+            self.fail_json(msg=str(exc), **extra)
+        finally:
+            self._close()
+        self.exit_json(**result)
+        raise AssertionError("exit_json returned")  # pragma: no cover - it exits

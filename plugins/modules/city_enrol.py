@@ -61,20 +61,23 @@ published:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import CITY_SPEC, argument_spec, run
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.enrolment import (
+    ensure_city_rsa,
+    publish_enrolment,
+)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
 
 
-def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
-    bao = connect(p)
-    opened.append(bao)
-    with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=not module.check_mode) as hsm:
-        created, public_der = dist.ensure_city_rsa(hsm, p["city_code"], module.check_mode)
-    published, fp = dist.publish_enrolment(bao, p["city"], p["city_code"], public_der, module.check_mode)
+    bao = module.opened(connect(p))
+    with session_from_params(p, rw=not module.check_mode) as hsm:
+        created, public_der = ensure_city_rsa(hsm, p["city_code"], module.check_mode)
+    published, fp = publish_enrolment(bao, p["city"], p["city_code"], public_der, module.check_mode)
     result: dict[str, Any] = {
         "changed": created or published,
         "key_pair_created": created,
@@ -87,12 +90,8 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
 
 
 def main() -> None:
-    spec = argument_spec(
-        hsm=True,
-        **CITY_SPEC,
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run(module, body)
+    groups = (argspec.OPENBAO, argspec.PKCS11, argspec.CITY)
+    TunionModule({}, *groups, requires=[HVAC_REQUIREMENT, PKCS11_REQUIREMENT]).run(run)
 
 
 if __name__ == "__main__":

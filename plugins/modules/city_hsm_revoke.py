@@ -82,36 +82,41 @@ token:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation as rv
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import HsmError, hsm_session
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm_module import pkcs11_argument_spec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module import run
+from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import HsmError, RevocationError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import CITY_CODE_RE, city_holder
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.holder_keys import destroy_holder_objects
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.status import is_key_version, version_selector
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
+
+OPTIONS: argspec.Spec = {
+    "city_codes": {"type": "list", "elements": "str", "required": True},
+    "key_types": {"type": "list", "elements": "str", "no_log": False, "default": []},
+    "key_versions": {"type": "list", "elements": "str", "no_log": False, "default": []},
+}
 
 
-def body(module: AnsibleModule, opened: list[Any]) -> dict[str, Any]:
-    del opened
+def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
     codes = [str(c) for c in p["city_codes"]]
     for code in codes:
-        if not (len(code) == 6 and code.isdigit()):
-            raise rv.RevocationError(f"city code {code!r} is not six digits; nothing was destroyed")
-    bad = [v for v in p["key_versions"] if not rv.is_key_version(v)]
+        if not CITY_CODE_RE.match(code):
+            raise RevocationError(f"city code {code!r} is not six digits; nothing was destroyed")
+    bad = [v for v in p["key_versions"] if not is_key_version(v)]
     if bad:
-        raise rv.RevocationError(f"key versions {bad} are not <type>.v<VV> (e.g. load_auth.v01); nothing was destroyed")
+        raise RevocationError(f"key versions {bad} are not <type>.v<VV> (e.g. load_auth.v01); nothing was destroyed")
     if not p["user_pin"] and not p["so_pin"]:
         raise HsmError("give user_pin (city node) or so_pin (the province's trusted KEK copies)")
-    pin = {"so_pin": p["so_pin"]} if p["so_pin"] else {}
     destroyed: list[dict[str, str]] = []
-    with hsm_session(
-        p["pkcs11_library"], p["token_label"], None if p["so_pin"] else p["user_pin"], rw=True, **pin
-    ) as hsm:
+    with session_from_params(p, rw=True, so=bool(p["so_pin"])) as hsm:
         for code in codes:
-            destroyed += rv.destroy_holder_objects(
+            destroyed += destroy_holder_objects(
                 hsm,
-                f"city-{code}",
+                city_holder(code),
                 key_types=p["key_types"],
-                select=rv.version_selector(p["key_versions"]) if p["key_versions"] else None,
+                select=version_selector(p["key_versions"]) if p["key_versions"] else None,
                 check_mode=module.check_mode,
             )
     result: dict[str, Any] = {"changed": bool(destroyed), "destroyed": destroyed, "token": p["token_label"]}
@@ -121,14 +126,7 @@ def body(module: AnsibleModule, opened: list[Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    spec = pkcs11_argument_spec()
-    spec.update(
-        city_codes={"type": "list", "elements": "str", "required": True},
-        key_types={"type": "list", "elements": "str", "no_log": False, "default": []},
-        key_versions={"type": "list", "elements": "str", "no_log": False, "default": []},
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run(module, body, hvac=False)
+    TunionModule(OPTIONS, argspec.PKCS11, requires=[PKCS11_REQUIREMENT]).run(run)
 
 
 if __name__ == "__main__":

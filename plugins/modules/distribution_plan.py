@@ -79,21 +79,22 @@ rotation:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation_module as rm
-from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation_rotation as rot
-from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import TARGETS_SPEC, argument_spec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.rotation import rotation_plan
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.status_openbao import statuses_in_force
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.rotation import effective_targets
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.status import status_dicts, world_of
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
 
 
-def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
-    registry, world = rm.world_of(p)
-    bao = connect(p)
-    opened.append(bao)
-    statuses = rm.status_dicts(rm.statuses_in_force(bao, p, world)[1], world)
+    registry, world = world_of(p)
+    bao = module.opened(connect(p))
+    statuses = status_dicts(statuses_in_force(bao, p, world)[1], world)
     grants = {t["city"]: list(t.get("grants") or []) for t in p["targets"]}
-    plan, _changes = rm.rotation_plan(bao, p, statuses, registry, grants)
+    plan, _changes = rotation_plan(bao, p, statuses, registry, grants)
     active = [c for c, s in statuses["cities"].items() if s["status"] == "active"]
     skipped = {c: s for c, s in statuses["cities"].items() if s["status"] != "active"}
     for city, status in sorted(skipped.items()):
@@ -107,16 +108,15 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
         "changed": False,
         "active": active,
         "skipped": skipped,
-        "targets": rot.effective_targets(p["targets"], plan, active),
+        "targets": effective_targets(p["targets"], plan, active),
         "issue": plan["issue"],
         "rotation": plan,
     }
 
 
 def main() -> None:
-    spec = argument_spec(hsm=False, **rm.STATUS_SPEC, targets=TARGETS_SPEC["targets"])
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    rm.run(module, body, hvac=True)
+    targets = {"targets": argspec.TARGETS["targets"]}
+    TunionModule(targets, argspec.OPENBAO, argspec.STATUS, requires=[HVAC_REQUIREMENT]).run(run)
 
 
 if __name__ == "__main__":

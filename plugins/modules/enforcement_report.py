@@ -62,10 +62,6 @@ options:
     description: Directory for the report files (on the province host).
     type: path
     default: ~/reports
-  mount:
-    description: KV version 2 mount of the province records.
-    type: str
-    default: tunion-kb
   always_write:
     description: Write a report even when nothing changed and nothing is pending.
     type: bool
@@ -118,93 +114,32 @@ report:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils import enforcement_report as er
-from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
-from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module import run
+from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.enforcement import enforcement_pass
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
+
+OPTIONS: argspec.Spec = {
+    "trigger": {"type": "str", "default": "enforce_status.yml"},
+    "started_at": {"type": "str"},
+    "openbao_result": {"type": "dict", "required": True},
+    "province_result": {"type": "dict", "default": {}},
+    "blacklist_result": {"type": "dict", "default": {}},
+    "city_revoke": {"type": "dict", "default": {}},
+    "city_blacklist": {"type": "dict", "default": {}},
+    "stations": {"type": "dict", "default": {}},
+    "rotation": {"type": "dict", "default": {}},
+    "report_dir": {"type": "path", "default": "~/reports"},
+    "always_write": {"type": "bool", "default": False},
+}
 
 
-def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
-    p = module.params
-    at = er.now()
-    statuses = p["openbao_result"].get("statuses") or {}
-    entries = er.collect(
-        openbao_result=p["openbao_result"],
-        province_result=p["province_result"],
-        blacklist_result=p["blacklist_result"],
-        nodes={
-            host: {"revoke": p["city_revoke"].get(host), "blacklist": p["city_blacklist"].get(host)}
-            for host in sorted(set(p["city_revoke"]) | set(p["city_blacklist"]))
-        },
-        stations=p["stations"],
-        city_statuses=statuses.get("cities") or {},
-    )
-    bao = connect(p)
-    opened.append(bao)
-    previous = er.read_state(bao, p["mount"])
-    stamped, state = er.merge(previous, entries, at)
-    report = er.build_report(
-        stamped,
-        started_at=p["started_at"] or at,
-        finished_at=at,
-        statuses=statuses,
-        trigger=p["trigger"],
-        blacklist={
-            "version": p["blacklist_result"].get("version"),
-            "entries": p["blacklist_result"].get("entries", 0),
-        }
-        if p["blacklist_result"].get("version")
-        else None,
-        rotation=p["rotation"],
-    )
-    pending_before = any(v.get("state") != "enforced" for v in ((previous or {}).get("parts") or {}).values())
-    state["rotation"] = p["rotation"].get("progress") or []
-    anything = (
-        (previous or {}).get("rotation", []) != state["rotation"]  # a rotation moved on (new version held, retired)
-        or any(e.get("changed") for e in entries)
-        or p["openbao_result"].get("changed")
-        or p["blacklist_result"].get("changed")
-        or not report["complete"]
-        or pending_before
-        or p["always_write"]
-    )
-    written: dict[str, str] = {}
-    if anything and not module.check_mode:
-        er.write_state(bao, p["mount"], state)
-        written = er.write_report(report, p["report_dir"])
-    return {
-        "changed": bool(written),
-        "written": written,
-        "complete": report["complete"],
-        "summary": report["summary"],
-        "pending": [
-            {k: e.get(k) for k in ("target", "state", "reason", "since")}
-            for e in report["entries"]
-            if e["state"] != "enforced"
-        ],
-        "report": report,
-    }
+def run(module: TunionModule) -> dict[str, Any]:
+    return enforcement_pass(module.params, lambda: module.opened(connect(module.params)), check_mode=module.check_mode)
 
 
 def main() -> None:
-    spec = argument_spec(
-        hsm=False,
-        trigger={"type": "str", "default": "enforce_status.yml"},
-        started_at={"type": "str"},
-        openbao_result={"type": "dict", "required": True},
-        province_result={"type": "dict", "default": {}},
-        blacklist_result={"type": "dict", "default": {}},
-        city_revoke={"type": "dict", "default": {}},
-        city_blacklist={"type": "dict", "default": {}},
-        stations={"type": "dict", "default": {}},
-        rotation={"type": "dict", "default": {}},
-        report_dir={"type": "path", "default": "~/reports"},
-        mount={"type": "str", "default": "tunion-kb"},
-        always_write={"type": "bool", "default": False},
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run(module, body, hvac=True)
+    TunionModule(OPTIONS, argspec.OPENBAO, requires=[HVAC_REQUIREMENT]).run(run)
 
 
 if __name__ == "__main__":

@@ -84,24 +84,35 @@ count:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils.catalogue import load_catalogue
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session, parse_key_label
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm_module import pkcs11_argument_spec, run_module
+from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import parse_key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import load_catalogue
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
+
+OPTIONS: argspec.Spec = {
+    "user_pin": {"type": "str", "no_log": True, "required": True},
+    "label_prefix": {"type": "str"},
+    "object_class": {
+        "type": "str",
+        "default": "secret_key",
+        "choices": ["secret_key", "public_key", "private_key", "all"],
+    },
+    "kcv_method": {"type": "str", "default": "ecb", "choices": ["ecb", "cmac"]},
+    "catalogue": {"type": "list", "elements": "dict"},
+}
 
 
-def _run(module: AnsibleModule) -> dict[str, Any]:
-    from pkcs11 import ObjectClass
-
+def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
     cat = load_catalogue(p["catalogue"]) if p["catalogue"] is not None else None
     methods = {e.name: e.kcv_method for e in cat} if cat else {}
-    cls = None if p["object_class"] == "all" else getattr(ObjectClass, p["object_class"].upper())
     keys = []
-    with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=False) as tok:
+    with session_from_params(p, rw=False) as tok:
         if cat is not None:
             tok.validity_lookup = cat.validity_for
-        for obj in tok.list_keys(cls):
+        for obj in tok.list_keys(None if p["object_class"] == "all" else p["object_class"]):
             label = obj.label if hasattr(obj, "label") else ""
             if p["label_prefix"] and not str(label).startswith(p["label_prefix"]):
                 continue
@@ -113,20 +124,7 @@ def _run(module: AnsibleModule) -> dict[str, Any]:
 
 
 def main() -> None:
-    spec = pkcs11_argument_spec()
-    spec["user_pin"]["required"] = True
-    spec.update(
-        label_prefix={"type": "str"},
-        object_class={
-            "type": "str",
-            "default": "secret_key",
-            "choices": ["secret_key", "public_key", "private_key", "all"],
-        },
-        kcv_method={"type": "str", "default": "ecb", "choices": ["ecb", "cmac"]},
-        catalogue={"type": "list", "elements": "dict"},
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run_module(module, _run)
+    TunionModule(OPTIONS, argspec.PKCS11, requires=[PKCS11_REQUIREMENT]).run(run)
 
 
 if __name__ == "__main__":

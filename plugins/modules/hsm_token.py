@@ -78,12 +78,18 @@ action:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import ensure_token
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm_module import pkcs11_argument_spec, run_module
+from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT, ensure_token
+
+OPTIONS: argspec.Spec = {
+    "user_pin": {"type": "str", "no_log": True, "required": True},
+    "so_pin": {"type": "str", "no_log": True, "required": True},
+    "force": {"type": "bool", "default": False},
+}
 
 
-def _run(module: AnsibleModule) -> dict[str, Any]:
+def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
     result = ensure_token(
         p["pkcs11_library"],
@@ -102,12 +108,7 @@ def _run(module: AnsibleModule) -> dict[str, Any]:
 
 
 def main() -> None:
-    spec = pkcs11_argument_spec()
-    spec["user_pin"]["required"] = True
-    spec["so_pin"]["required"] = True
-    spec["force"] = {"type": "bool", "default": False}
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run_module(module, _run)
+    TunionModule(OPTIONS, argspec.PKCS11, requires=[PKCS11_REQUIREMENT]).run(run)
 
 
 if __name__ == "__main__":

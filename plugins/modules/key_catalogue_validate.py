@@ -57,28 +57,20 @@ errors:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils.catalogue import (
-    CatalogueError,
-    catalogue_summary,
-    load_catalogue,
-)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.argspec import Spec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import catalogue_summary, load_catalogue
+
+OPTIONS: Spec = {"catalogue": {"type": "list", "elements": "dict", "required": True}}
+
+
+def run(module: TunionModule) -> dict[str, Any]:
+    cat = load_catalogue(module.params["catalogue"])
+    return {"changed": False, "catalogue": catalogue_summary(cat), "sam_key_types": [e.name for e in cat.for_sam()]}
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={"catalogue": {"type": "list", "elements": "dict", "required": True}}, supports_check_mode=True
-    )
-    try:
-        cat = load_catalogue(module.params["catalogue"])
-    except CatalogueError as exc:
-        module.fail_json(msg=str(exc), errors=exc.errors)
-    result: dict[str, Any] = {
-        "changed": False,
-        "catalogue": catalogue_summary(cat),
-        "sam_key_types": [e.name for e in cat.for_sam()],
-    }
-    module.exit_json(**result)
+    TunionModule(OPTIONS).run(run)
 
 
 if __name__ == "__main__":

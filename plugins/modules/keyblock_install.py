@@ -90,24 +90,22 @@ note:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import CITY_SPEC, argument_spec, run
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.install import install_for_city
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
 
 
-def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
-    city, code = p["city"], p["city_code"]
-    bao = connect(p)
-    opened.append(bao)
-    with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=not module.check_mode) as hsm:
-        result = dist.install_for_city(bao, hsm, city, code, check_mode=module.check_mode)
-    changed, kek_info, installed = result["changed"], result["kek"], result["installed"]
-    kek_changed = result["kek_installed"]
-    if module._diff and changed:
-        lines = ([f"KEK v{kek_info['version']} ({kek_info['kcv']})\n"] if kek_changed else []) + [
+    bao = module.opened(connect(p))
+    with session_from_params(p, rw=not module.check_mode) as hsm:
+        result = install_for_city(bao, hsm, p["city"], p["city_code"], check_mode=module.check_mode)
+    kek_info, installed = result["kek"], result["installed"]
+    if module._diff and result["changed"]:
+        lines = ([f"KEK v{kek_info['version']} ({kek_info['kcv']})\n"] if result["kek_installed"] else []) + [
             f"{label}\n" for label in installed
         ]
         gone = "".join(f"{d['label']} ({d.get('kcv', '')})\n" for d in result.get("retired") or [])
@@ -116,12 +114,8 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
 
 
 def main() -> None:
-    spec = argument_spec(
-        hsm=True,
-        **CITY_SPEC,
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run(module, body)
+    groups = (argspec.OPENBAO, argspec.PKCS11, argspec.CITY)
+    TunionModule({}, *groups, requires=[HVAC_REQUIREMENT, PKCS11_REQUIREMENT]).run(run)
 
 
 if __name__ == "__main__":

@@ -82,46 +82,43 @@ to_install:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import TARGETS_SPEC, argument_spec, run
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.publish import publish_for_cities
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import parse_targets
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
+
+OPTIONS: argspec.Spec = {"issuer": {"type": "str", "default": "GD-TUNION-PROVINCE"}}
 
 
-def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
-    targets = dist.parse_targets(p["targets"])
-    bao = connect(p)
-    opened.append(bao)
+    targets = parse_targets(p["targets"])
+    bao = module.opened(connect(p))
 
     def so_session() -> Any:
         if not p["so_pin"]:
-            raise dist.DistributionError(
-                "a city needs a KEK envelope: creating or re-wrapping a trusted KEK needs so_pin"
-            )
-        return hsm_session(p["pkcs11_library"], p["token_label"], None, so_pin=p["so_pin"])
+            raise DistributionError("a city needs a KEK envelope: creating or re-wrapping a trusted KEK needs so_pin")
+        return session_from_params(p, so=True)
 
-    def user_session() -> Any:
-        return hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=False)
-
-    result = dist.publish_for_cities(
+    result = publish_for_cities(
         bao,
         targets,
         so_session=so_session,
-        user_session=user_session,
+        user_session=lambda: session_from_params(p, rw=False),
         issuer=p["issuer"],
         catalogue=p["catalogue"],
         check_mode=module.check_mode,
     )
-    report = result["cities"]
-    changed = result["changed"]
-    if module._diff and changed:
+    if module._diff and result["changed"]:
         lines = [
             f"{city}: KEK v{r['kek_version']} envelope {r['envelope']}; blocks {', '.join(r['blocks_written'])}"
             + (f"; retired {', '.join(r['blocks_retired'])}" if r.get("blocks_retired") else "")
             + "\n"
-            for city, r in sorted(report.items())
+            for city, r in sorted(result["cities"].items())
             if r["envelope"] != "unchanged" or r["blocks_written"] or r.get("blocks_retired")
         ]
         result["diff"] = {"before": "", "after": "".join(lines)}
@@ -129,13 +126,8 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
 
 
 def main() -> None:
-    spec = argument_spec(
-        hsm=True,
-        **TARGETS_SPEC,
-        issuer={"type": "str", "default": "GD-TUNION-PROVINCE"},
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run(module, body)
+    groups = (argspec.OPENBAO, argspec.PKCS11, argspec.TARGETS)
+    TunionModule(OPTIONS, *groups, requires=[HVAC_REQUIREMENT, PKCS11_REQUIREMENT]).run(run)
 
 
 if __name__ == "__main__":

@@ -62,26 +62,33 @@ cities_out_of_step:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import TARGETS_SPEC, argument_spec, run
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.compare import (
+    compare_status,
+    expected_kcvs,
+)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import use_catalogue
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import parse_targets
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
+
+OPTIONS: argspec.Spec = {"fail_on_difference": {"type": "bool", "default": True}}
 
 
-def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
-    targets = dist.parse_targets(p["targets"])
-    bao = connect(p)
-    opened.append(bao)
-    with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=False) as hsm:
-        dist.use_catalogue(hsm, p["catalogue"])
-        expected = dist.expected_kcvs(hsm, targets)
+    targets = parse_targets(p["targets"])
+    bao = module.opened(connect(p))
+    with session_from_params(p, rw=False) as hsm:
+        use_catalogue(hsm, p["catalogue"])
+        expected = expected_kcvs(hsm, targets)
     reported = {}
     for target in targets:
-        record = bao.kv_read(dist.MOUNT, dist.city_path(target.city, "status"))
+        record = bao.kv_read(bao.layout.mount, bao.layout.city(target.city, "status"))
         reported[target.city] = record["data"] if record else None
-    differences = dist.compare_status(expected, reported)
+    differences = compare_status(expected, reported)
     cities = sorted({d["city"] for d in differences})
     total = sum(len(v) for v in expected.values())
     result: dict[str, Any] = {
@@ -100,13 +107,8 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
 
 
 def main() -> None:
-    spec = argument_spec(
-        hsm=True,
-        **TARGETS_SPEC,
-        fail_on_difference={"type": "bool", "default": True},
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run(module, body)
+    groups = (argspec.OPENBAO, argspec.PKCS11, argspec.TARGETS)
+    TunionModule(OPTIONS, *groups, requires=[HVAC_REQUIREMENT, PKCS11_REQUIREMENT]).run(run)
 
 
 if __name__ == "__main__":

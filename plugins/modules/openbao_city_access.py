@@ -24,10 +24,6 @@ options:
     type: list
     elements: str
     required: true
-  mount:
-    description: Mount path of the KV version 2 engine that holds key blocks, KEK envelopes and status reports.
-    type: str
-    default: tunion-kb
   max_versions:
     description: Versions kept per KV entry; V(0) keeps every version.
     type: int
@@ -77,24 +73,35 @@ roles:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec, run
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.access import (
+    AccessSettings,
+    ensure_city_access,
+    ensure_engines,
+)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
+
+OPTIONS: argspec.Spec = {
+    "cities": {"type": "list", "elements": "str", "required": True},
+    "max_versions": {"type": "int", "default": 0},
+    "secret_id_ttl": {"type": "str", "no_log": False, "default": "10m"},
+    "token_ttl": {"type": "str", "no_log": False, "default": "10m"},
+    "token_max_ttl": {"type": "str", "no_log": False, "default": "15m"},
+}
 
 
-def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
-    settings = dist.AccessSettings.from_params(p)
-    bao = connect(p)
-    opened.append(bao)
-    changes = dist.ensure_engines(bao, settings, module.check_mode)
+    settings = AccessSettings.from_params(p)
+    bao = module.opened(connect(p))
+    changes = ensure_engines(bao, settings, module.check_mode)
     for city in p["cities"]:
-        changes += dist.ensure_city_access(bao, city, settings, module.check_mode)
+        changes += ensure_city_access(bao, city, settings, module.check_mode)
     result: dict[str, Any] = {
         "changed": bool(changes),
         "changes": changes,
-        "roles": {city: dist.role_name(city) for city in p["cities"]},
+        "roles": {city: bao.layout.role_name(city) for city in p["cities"]},
     }
     if module._diff:
         result["diff"] = {"before": "", "after": "".join(f"{c}\n" for c in changes)}
@@ -102,17 +109,7 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
 
 
 def main() -> None:
-    spec = argument_spec(
-        hsm=False,
-        cities={"type": "list", "elements": "str", "required": True},
-        mount={"type": "str", "default": dist.MOUNT},
-        max_versions={"type": "int", "default": 0},
-        secret_id_ttl={"type": "str", "no_log": False, "default": "10m"},
-        token_ttl={"type": "str", "no_log": False, "default": "10m"},
-        token_max_ttl={"type": "str", "no_log": False, "default": "15m"},
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run(module, body)
+    TunionModule(OPTIONS, argspec.OPENBAO, requires=[HVAC_REQUIREMENT]).run(run)
 
 
 if __name__ == "__main__":

@@ -136,113 +136,33 @@ failures:
   returned: always
 """
 
-import datetime as _dt
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation as rv
-from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation_rotation as rot
-from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, OpenBaoError, connect
-from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module import (
-    STATUS_SPEC,
-    rotation_plan,
-    run,
-    status_dicts,
-    statuses_in_force,
-    world_of,
-)
+from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.city_revocation import enforce_statuses
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
+
+OPTIONS: argspec.Spec = {
+    "request": {"type": "dict"},
+    "grants": {"type": "dict", "default": {}},
+    "secret_id_ttl": {"type": "str", "no_log": False, "default": "10m"},
+    "token_ttl": {"type": "str", "no_log": False, "default": "10m"},
+    "token_max_ttl": {"type": "str", "no_log": False, "default": "15m"},
+}
 
 
-def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
-    p = module.params
-    registry, world = world_of(p)
-    request = None
-    if p["request"] is not None:  # checked before connecting: a bad request changes nothing
-        req = dict(p["request"])
-        kind = rv.resolve_request(str(req.get("name", "")), world, req.get("kind"))
-        name = str(req["name"]).strip()
-        name = name.upper() if kind == "sams" else name
-        req.setdefault("date", _dt.date.today().isoformat())
-        req.setdefault("status", "revoked")
-        request = (kind, name, rv.parse_status(kind, name, {**req, "source": "emergency"}, "emergency"))
-    rv.desired_statuses(p["status"], world)  # refuse a bad inventory before touching OpenBao
-    settings = dist.AccessSettings.from_params(p)
-    bao = connect(p)
-    opened.append(bao)
-    recorded, desired = statuses_in_force(bao, p, world)
-    if request is not None:
-        kind, name, status = request
-        desired[kind][name] = status
-    results: dict[str, Any] = {}
-    failures: dict[str, str] = {}
-    # Cities that need action first (the quickest denial), then the recorded statuses of the other kinds.
-    for city in sorted(world.cities, key=lambda c: rv.city_status(desired, c).status == "active"):
-        status = rv.city_status(desired, city)
-        try:
-            outcome = rv.converge_city(
-                bao,
-                city,
-                status,
-                settings=settings,
-                recorded=recorded.get(f"cities:{city}"),
-                check_mode=module.check_mode,
-            )
-        except OpenBaoError as exc:
-            failures[city] = str(exc)
-            continue
-        if outcome["changed"]:
-            results[city] = outcome
-    other: list[str] = []
-    for kind in ("holders", "sams", "key_versions"):
-        names = set(desired[kind]) | {k.split(":", 1)[1] for k in recorded if k.startswith(f"{kind}:")}
-        for name in sorted(names):
-            status = desired[kind].get(name, rv.Status())
-            if rv.status_differs(recorded.get(f"{kind}:{name}"), status):
-                other.append(f"{kind[:-1]} {name}: {status.status}")
-                if not module.check_mode:
-                    rv.record_status(bao, kind, name, status, settings.mount)
-    statuses = status_dicts(desired, world)
-    by = {s: [c for c in sorted(world.cities) if statuses["cities"][c]["status"] == s] for s in rv.STATUSES}
-    rotation, rotations_recorded = rotation_plan(bao, p, statuses, registry, p["grants"])
-    other += rot.write_records(bao, settings.mount, rotation, rotations_recorded, module.check_mode)
-    retirement = rot.enforce_retirement(bao, settings.mount, rotation, by["active"], module.check_mode)
-    other += retirement["changes"]
-    hsm_destroy = retirement["hsm_destroy"]
-    result: dict[str, Any] = {
-        "changed": bool(results) or bool(other),
-        "rotation": rotation,
-        "hsm_destroy": hsm_destroy,
-        "statuses": statuses,
-        "cities": results,
-        "other_changes": other,
-        "revoked": by["revoked"],
-        "suspended": by["suspended"],
-        "active": by["active"],
-        "failures": failures,
-    }
-    if request is not None:
-        result["request"] = {"kind": request[0], "name": request[1], **request[2].as_dict()}
-    if module._diff:
-        before = "".join(f"{c}: {recorded.get(f'cities:{c}', {}).get('status', 'active')}\n" for c in sorted(results))
-        after = "".join(f"{c}: {r['status']} ({'; '.join(r['actions'])})\n" for c, r in sorted(results.items()))
-        result["diff"] = {"before": before, "after": after + "".join(f"{o}\n" for o in other)}
-    return result
+def run(module: TunionModule) -> dict[str, Any]:
+    return enforce_statuses(
+        module.params,
+        lambda: module.opened(connect(module.params)),
+        check_mode=module.check_mode,
+        diff=module._diff,
+    )
 
 
 def main() -> None:
-    spec = argument_spec(
-        hsm=False,
-        **STATUS_SPEC,
-        request={"type": "dict"},
-        grants={"type": "dict", "default": {}},
-        secret_id_ttl={"type": "str", "no_log": False, "default": "10m"},
-        token_ttl={"type": "str", "no_log": False, "default": "10m"},
-        token_max_ttl={"type": "str", "no_log": False, "default": "15m"},
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run(module, body, hvac=True)
+    TunionModule(OPTIONS, argspec.OPENBAO, argspec.STATUS, requires=[HVAC_REQUIREMENT]).run(run)
 
 
 if __name__ == "__main__":

@@ -71,40 +71,41 @@ issued:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec, run
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.access import (
+    AccessSettings,
+    issue_wrapped_secret_id,
+)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
+
+OPTIONS: argspec.Spec = {
+    "cities": {"type": "list", "elements": "str", "required": True},
+    "purposes": {"type": "list", "elements": "str", "default": ["install"]},
+    "extra_purposes": {"type": "dict", "default": {}},
+    "wrap_ttl": {"type": "str", "default": "5m"},
+}
 
 
-def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
-    settings = dist.AccessSettings(approle_mount=p["approle_mount"])
+    settings = AccessSettings(approle_mount=p["approle_mount"])
     credentials: dict[str, dict[str, Any]] = {}
     if module.check_mode:
         return {"changed": False, "credentials": {}, "issued": 0}
-    bao = connect(p)
-    opened.append(bao)
+    bao = module.opened(connect(p))
     issued = 0
     for city in p["cities"]:
         purposes = list(dict.fromkeys(list(p["purposes"]) + list(p["extra_purposes"].get(city, []))))
         credentials[city] = {}
         for purpose in purposes:
-            credentials[city][purpose] = dist.issue_wrapped_secret_id(bao, city, settings, p["wrap_ttl"])
+            credentials[city][purpose] = issue_wrapped_secret_id(bao, city, settings, p["wrap_ttl"])
             issued += 1
     return {"changed": False, "credentials": credentials, "issued": issued}
 
 
 def main() -> None:
-    spec = argument_spec(
-        hsm=False,
-        cities={"type": "list", "elements": "str", "required": True},
-        purposes={"type": "list", "elements": "str", "default": ["install"]},
-        extra_purposes={"type": "dict", "default": {}},
-        wrap_ttl={"type": "str", "default": "5m"},
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run(module, body)
+    TunionModule(OPTIONS, argspec.OPENBAO, requires=[HVAC_REQUIREMENT]).run(run)
 
 
 if __name__ == "__main__":

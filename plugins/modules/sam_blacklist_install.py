@@ -61,27 +61,26 @@ path:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils import blacklist as bl
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm_module import pkcs11_argument_spec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module import run
+from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.blacklist import held, install, verify
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
+
+OPTIONS: argspec.Spec = {
+    "blacklist": {"type": "dict", "required": True},
+    "city_code": {"type": "str"},
+    "path": {"type": "path", "default": "~/sam-blacklist/current.json"},
+}
 
 
-def body(module: AnsibleModule, opened: list[Any]) -> dict[str, Any]:
-    del opened
+def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
     doc = p["blacklist"]
-    before = bl.held(p["path"])
-    with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=False) as hsm:
-        try:
-            bl.verify(hsm, doc, city_code=p["city_code"])
-        except bl.BlacklistError as exc:
-            module.fail_json(msg=str(exc))
-    try:
-        changed = bl.install(p["path"], doc, check_mode=module.check_mode)
-    except bl.BlacklistError as exc:
-        module.fail_json(msg=str(exc))
+    before = held(p["path"])
+    with session_from_params(p, rw=False) as hsm:
+        verify(hsm, doc, city_code=p["city_code"])
+    changed = install(p["path"], doc, check_mode=module.check_mode)
     prev = int((before or {}).get("version", 0))
     result: dict[str, Any] = {
         "changed": changed,
@@ -95,14 +94,7 @@ def body(module: AnsibleModule, opened: list[Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    spec = pkcs11_argument_spec()
-    spec.update(
-        blacklist={"type": "dict", "required": True},
-        city_code={"type": "str"},
-        path={"type": "path", "default": "~/sam-blacklist/current.json"},
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run(module, body, hvac=False)
+    TunionModule(OPTIONS, argspec.PKCS11, requires=[PKCS11_REQUIREMENT]).run(run)
 
 
 if __name__ == "__main__":

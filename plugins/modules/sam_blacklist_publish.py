@@ -35,10 +35,6 @@ options:
     description: Issuer named in the list.
     type: str
     default: GD-TUNION-PROVINCE
-  mount:
-    description: KV version 2 mount of the province records.
-    type: str
-    default: tunion-kb
 attributes:
   check_mode:
     support: full
@@ -80,40 +76,52 @@ groups:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils import blacklist as bl
-from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution_module import argument_spec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao, connect
-from ansible_collections.tunion.keymgmt.plugins.module_utils.revocation_module import load_registry, run
+from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.blacklist import sign
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.blacklist import (
+    entries_for,
+    next_document,
+    sam_groups,
+)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.sam_registry import load_registry
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
+
+OPTIONS: argspec.Spec = {
+    "cities": {"type": "dict", "required": True},
+    "statuses": {"type": "dict", "required": True},
+    "sam_registry": {"type": "path"},
+    "issuer": {"type": "str", "default": "GD-TUNION-PROVINCE"},
+}
 
 
-def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
+def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
     registry = load_registry(p["sam_registry"])
     rows = [row.as_dict() for row in registry.rows.values()] if registry else []
-    entries = bl.entries_for(rows, p["statuses"], p["cities"])
-    bao = connect(p)
-    opened.append(bao)
-    record = bao.kv_read(p["mount"], bl.OPENBAO_PATH)
+    entries = entries_for(rows, p["statuses"], p["cities"])
+    bao = module.opened(connect(p))
+    record = bao.kv_read(bao.layout.mount, bao.layout.blacklist)
     previous = record["data"] if record else None
-    doc = bl.next_document(previous, entries, p["issuer"])
+    doc = next_document(previous, entries, p["issuer"])
     active = [
         str(p["cities"][c])
         for c, s in (p["statuses"].get("cities") or {}).items()
         if s.get("status") == "active" and c in p["cities"]
     ]
-    with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=not module.check_mode) as hsm:
-        signed = bl.sign(hsm, doc, active, create_key=not module.check_mode)
+    with session_from_params(p, rw=not module.check_mode) as hsm:
+        signed = sign(hsm, doc, active, create_key=not module.check_mode)
     changed = previous != signed
     if changed and not module.check_mode:
-        bao.kv_write(p["mount"], bl.OPENBAO_PATH, signed)
+        bao.kv_write(bao.layout.mount, bao.layout.blacklist, signed)
     result: dict[str, Any] = {
         "changed": changed,
         "blacklist": signed,
         "version": signed["version"],
         "entries": len(entries),
-        "groups": bl.sam_groups(entries),
+        "groups": sam_groups(entries),
     }
     if module._diff and changed:
         before = "".join(f"{e['serial']} {e['status']}\n" for e in (previous or {}).get("entries", []))
@@ -123,16 +131,8 @@ def body(module: AnsibleModule, opened: list[OpenBao]) -> dict[str, Any]:
 
 
 def main() -> None:
-    spec = argument_spec(
-        hsm=True,
-        cities={"type": "dict", "required": True},
-        statuses={"type": "dict", "required": True},
-        sam_registry={"type": "path"},
-        issuer={"type": "str", "default": "GD-TUNION-PROVINCE"},
-        mount={"type": "str", "default": "tunion-kb"},
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run(module, body, hvac=True)
+    groups = (argspec.OPENBAO, argspec.PKCS11)
+    TunionModule(OPTIONS, *groups, requires=[HVAC_REQUIREMENT, PKCS11_REQUIREMENT]).run(run)
 
 
 if __name__ == "__main__":

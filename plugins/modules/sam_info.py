@@ -68,44 +68,38 @@ empty_readers:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_apdu import (
-    HAS_PYSCARD,
-    PYSCARD_IMPORT_ERROR,
+from ansible_collections.tunion.keymgmt.plugins.module_utils.argspec import Spec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.sam_registry import Registry
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pcsc.channel import (
+    PYSCARD_REQUIREMENT,
     PcscContext,
-    SamError,
     read_sams,
 )
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_registry import Registry, RegistryError
+
+OPTIONS: Spec = {
+    "readers": {"type": "list", "elements": "str", "default": ["*"]},
+    "registry": {"type": "path"},
+}
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "readers": {"type": "list", "elements": "str", "default": ["*"]},
-            "registry": {"type": "path"},
-        },
-        supports_check_mode=True,
-    )
-    if not HAS_PYSCARD:
-        module.fail_json(msg=missing_required_lib("pyscard"), exception=PYSCARD_IMPORT_ERROR)
+def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
+    registry = Registry.load(p["registry"]) if p["registry"] else None
+    pc = PcscContext()
     try:
-        registry = Registry.load(p["registry"]) if p["registry"] else None
-        pc = PcscContext()
-        try:
-            sams, empty = read_sams(pc, pc.readers(p["readers"]))
-        finally:
-            pc.close()
-    except (SamError, RegistryError) as exc:
-        module.fail_json(msg=str(exc))
-    out: list[dict[str, Any]] = []
+        sams, empty = read_sams(pc, pc.readers(p["readers"]))
+    finally:
+        pc.close()
     for sam in sams:
         if registry is not None:
             a = registry.get(sam["serial"])
             sam["assignment"] = a.as_dict() if a else None
-        out.append(sam)
-    module.exit_json(changed=False, sams=out, empty_readers=empty)
+    return {"changed": False, "sams": sams, "empty_readers": empty}
+
+
+def main() -> None:
+    TunionModule(OPTIONS, requires=[PYSCARD_REQUIREMENT]).run(run)
 
 
 if __name__ == "__main__":

@@ -178,53 +178,53 @@ trace:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import HAS_PKCS11, PKCS11_IMPORT_ERROR, HsmError
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm_module import pkcs11_argument_spec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_apdu import HAS_PYSCARD, PYSCARD_IMPORT_ERROR, SamError
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_injection import PolicyError, inject
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_registry import RegistryError
+from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import (
+    PolicyError,
+    RegistryError,
+    TunionError,
+)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.sam_injection import inject
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pcsc.channel import PYSCARD_REQUIREMENT
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
+
+OPTIONS: argspec.Spec = {
+    "user_pin": {"type": "str", "no_log": True, "required": True},
+    "readers": {"type": "list", "elements": "str", "default": ["*"]},
+    "catalogue": {"type": "list", "elements": "dict", "required": True},
+    "keys": {
+        "no_log": False,  # key type names and versions, never key material
+        "type": "list",
+        "elements": "dict",
+        "options": {"key": {"type": "str", "required": True, "no_log": False}, "version": {"type": "int"}},
+    },
+    "sam_issuer_label": {"type": "str", "default": "internal.sam_issuer.v01.province"},
+    "batch_kek_label": {"type": "str", "default": "internal.sam_transport.v01.province"},
+    "registry": {"type": "path", "required": True},
+    "observed_db": {"type": "path", "required": True},
+    "blacklist": {"type": "path", "default": "~/sam-blacklist/current.json"},
+    "station": {"type": "str", "required": True},
+    "operator": {"type": "str", "required": True},
+    "city_code": {"type": "str"},
+    "holder": {"type": "str"},
+    "max_sams": {"type": "int", "default": 0},
+    "idle_timeout": {"type": "float", "default": 3.0},
+    "advance": {"type": "bool"},
+    "test_card": {"type": "dict"},
+    "trace": {"type": "bool", "default": False},
+}
 
 
-def main() -> None:
-    spec = pkcs11_argument_spec()
-    spec["user_pin"]["required"] = True
-    spec.update(
-        readers={"type": "list", "elements": "str", "default": ["*"]},
-        catalogue={"type": "list", "elements": "dict", "required": True},
-        keys={
-            "no_log": False,  # key type names and versions, never key material
-            "type": "list",
-            "elements": "dict",
-            "options": {"key": {"type": "str", "required": True, "no_log": False}, "version": {"type": "int"}},
-        },
-        sam_issuer_label={"type": "str", "default": "internal.sam_issuer.v01.province"},
-        batch_kek_label={"type": "str", "default": "internal.sam_transport.v01.province"},
-        registry={"type": "path", "required": True},
-        observed_db={"type": "path", "required": True},
-        blacklist={"type": "path", "default": "~/sam-blacklist/current.json"},
-        station={"type": "str", "required": True},
-        operator={"type": "str", "required": True},
-        city_code={"type": "str"},
-        holder={"type": "str"},
-        max_sams={"type": "int", "default": 0},
-        idle_timeout={"type": "float", "default": 3.0},
-        advance={"type": "bool"},
-        test_card={"type": "dict"},
-        trace={"type": "bool", "default": False},
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    if not HAS_PKCS11:
-        module.fail_json(msg=missing_required_lib("python-pkcs11"), exception=PKCS11_IMPORT_ERROR)
-    if not HAS_PYSCARD:
-        module.fail_json(msg=missing_required_lib("pyscard"), exception=PYSCARD_IMPORT_ERROR)
-    p = module.params
-    try:
-        result: dict[str, Any] = inject(p, check_mode=module.check_mode)
-    except (PolicyError, RegistryError) as exc:
-        module.fail_json(msg=str(exc), apdus_sent=0, errors=getattr(exc, "errors", [str(exc)]))
-    except (HsmError, SamError) as exc:
-        module.fail_json(msg=str(exc))
+def refused_before_any_apdu(exc: TunionError) -> dict[str, Any]:
+    """A refused request or registry: say that no APDU went to any SAM, and list each reason."""
+    if isinstance(exc, PolicyError | RegistryError):
+        return {"apdus_sent": 0, "errors": exc.errors or [str(exc)]}
+    return {}
+
+
+def run(module: TunionModule) -> dict[str, Any]:
+    result: dict[str, Any] = inject(module.params, check_mode=module.check_mode)
     if module._diff:
         result["diff"] = {
             "before": {s["serial"]: s.get("keys_verified", []) for s in result["sams"] if s["status"] == "unchanged"},
@@ -237,7 +237,12 @@ def main() -> None:
         module.fail_json(
             msg=f"{len(bad)} of {len(result['sams'])} SAMs not loaded: " + "; ".join(lines) + more, **result
         )
-    module.exit_json(**result)
+    return result
+
+
+def main() -> None:
+    module = TunionModule(OPTIONS, argspec.PKCS11, requires=[PKCS11_REQUIREMENT, PYSCARD_REQUIREMENT])
+    module.run(run, failure_extras=refused_before_any_apdu)
 
 
 if __name__ == "__main__":

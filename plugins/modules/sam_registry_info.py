@@ -85,28 +85,25 @@ pending:
 import os
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_registry import Observed, Registry, RegistryError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.argspec import Spec
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.sam_registry import Registry
+from ansible_collections.tunion.keymgmt.plugins.module_utils.registry_store.sqlite import Observed
+
+OPTIONS: Spec = {
+    "registry": {"type": "path", "required": True},
+    "observed_db": {"type": "path"},
+    "serial": {"type": "str"},
+    "city_code": {"type": "str"},
+    "holder": {"type": "str"},
+    "pending": {"type": "bool", "default": False},
+    "limit": {"type": "int", "default": 1000},
+}
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "registry": {"type": "path", "required": True},
-            "observed_db": {"type": "path"},
-            "serial": {"type": "str"},
-            "city_code": {"type": "str"},
-            "holder": {"type": "str"},
-            "pending": {"type": "bool", "default": False},
-            "limit": {"type": "int", "default": 1000},
-        },
-        supports_check_mode=True,
-    )
+def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
-    try:
-        reg = Registry.load(p["registry"])
-    except RegistryError as exc:
-        module.fail_json(msg=str(exc), errors=exc.errors)
+    reg = Registry.load(p["registry"])
     sel = [
         a
         for a in reg.rows.values()
@@ -121,18 +118,22 @@ def main() -> None:
     if p["observed_db"] and os.path.exists(p["observed_db"]):
         obs = Observed(p["observed_db"])
         try:
-            q = {"serial": p["serial"] or "", "city_code": p["city_code"] or "", "holder": p["holder"] or ""}
-            result["loaded"] = obs.query(**q, limit=p["limit"])
+            serial, city_code, holder = p["serial"] or "", p["city_code"] or "", p["holder"] or ""
+            result["loaded"] = obs.query(serial=serial, city_code=city_code, holder=holder, limit=p["limit"])
             result["per_city"] = obs.summary("city_code")
             result["per_holder"] = obs.summary("holder")
             if p["pending"]:
-                have = {r["serial"] for r in obs.query(**q)}
+                have = {r["serial"] for r in obs.query(serial=serial, city_code=city_code, holder=holder)}
                 result["pending"] = [a.serial for a in sel if a.status == "active" and a.serial not in have][:1000]
         finally:
             obs.close()
     elif p["pending"]:
         result["pending"] = [a.serial for a in sel if a.status == "active"][:1000]
-    module.exit_json(**result)
+    return result
+
+
+def main() -> None:
+    TunionModule(OPTIONS).run(run)
 
 
 if __name__ == "__main__":

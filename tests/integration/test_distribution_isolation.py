@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import hvac
 import hvac.exceptions
 import pytest
-from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBaoError, OpenBaoSettings, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import OpenBaoError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import OpenBaoSettings, connect
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.layout import OpenBaoLayout
 
 from tunion_lab.openbao_access import (
     CA_CERT,
@@ -118,7 +119,7 @@ def test_wrapped_secret_id_of_another_city_is_refused(province: hvac.Client) -> 
 
 def test_city_policy_is_least_privilege(province: hvac.Client) -> None:
     policy = province.sys.read_acl_policy(f"city-{CITY_A}")["data"]["policy"]
-    assert policy == dist.city_policy_hcl(CITY_A)
+    assert policy == OpenBaoLayout().city_policy_hcl(CITY_A)
     role = province.auth.approle.read_role(f"city-{CITY_A}")["data"]
     assert role["secret_id_num_uses"] == 1 and role["token_policies"] == [f"city-{CITY_A}"]
     assert role["secret_id_ttl"] <= 600 and role["token_no_default_policy"] is True

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import hvac
 import pytest
-from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import diversification_data
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats import keyblock
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.algorithms import diversification_data
 
 from tests.support.leaks import find_in_lab_files
 from tests.support.reference import pboc_diversify
@@ -151,7 +151,7 @@ def test_new_grant_sends_only_that_key_and_tampered_blocks_are_refused(cold_run:
     original = None
     for where in ("header", "body"):
         parsed_len = len(
-            dist.keyblock.parse(
+            keyblock.parse(
                 province.secrets.kv.v2.read_secret_version(path, mount_point=MOUNT, raise_on_deleted_version=True)[
                     "data"
                 ]["data"]["block"]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_injection import DEFAULT_TEST_CARD
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.sam_injection import DEFAULT_TEST_CARD
 
 from tests.support.leaks import find_in_lab_files, secret_forms
 from tests.support.reference import kcv_des3, pboc_diversify

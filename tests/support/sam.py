@@ -9,13 +9,11 @@ import time
 from collections import deque
 from typing import Any
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import (
-    HsmToken,
-    KeyPolicy,
-    key_id,
-    key_label,
-)
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_apdu import CardGone, SamChannel
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import CardGone
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import key_id, key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pcsc.channel import SamChannel
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.policy import KeyPolicy
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import HsmToken
 
 from tests.support.reference import kcv_des3
 from tunion_lab.ministry_test_keys import TEST_COMPONENTS

@@ -25,23 +25,29 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils.catalogue import (
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import now
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import (
+    BlacklistError,
+    CardGone,
     CatalogueError,
+    HsmError,
+    PolicyError,
+    SamError,
+    SamInjectionInvariantError,
+)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import version_name
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import blacklist
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import (
     KeyTypeEntry,
     assert_sam_allowed,
     load_catalogue,
 )
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import HsmError
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_apdu import (
-    ALGORITHM_CODES,
-    USAGES,
-    CardGone,
-    PcscContext,
-    SamChannel,
-    SamError,
-    SamIdentity,
-)
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_registry import Observed, Registry, now
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.sam_registry import Registry
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pcsc.channel import PcscContext, SamChannel
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pcsc.psam import ALGORITHM_CODES, USAGES, SamIdentity
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.sam_crypto import SamCrypto
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import hsm_session
+from ansible_collections.tunion.keymgmt.plugins.module_utils.registry_store.sqlite import Observed
 
 #: the default test card (JT/T 978-style application serial) and purchase used for functional verification
 DEFAULT_TEST_CARD: dict[str, str] = {
@@ -53,14 +59,6 @@ DEFAULT_TEST_CARD: dict[str, str] = {
     "datetime": "20250101120000",
     "data": "5455554E494F4E2D5341",  # 80 FA test data for non-purchase key usages
 }
-
-
-class PolicyError(ValueError):
-    """A request that the province's rules forbid; nothing was sent to any SAM."""
-
-
-class SamInjectionInvariantError(RuntimeError):
-    """Something the injection sequence relies on changed under it; the SAM is reported failed."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +158,7 @@ class SamResult:
 
 
 def _tag(plan: KeyPlan) -> str:
-    return f"{plan.key_type}.v{plan.version:02x}"
+    return version_name(plan.key_type, plan.version)
 
 
 class Injector:
@@ -381,7 +379,6 @@ class Injector:
             self.observed.record(rows, [run])
 
 
-# ---------------------------------------------------------------------------------------------- the batch
 #: attempts per SAM and run before it is reported failed and moved out
 MAX_ATTEMPTS = 3
 
@@ -499,8 +496,6 @@ def verified_blacklist(tok: Any, path: str | None) -> dict[str, Mapping[str, str
     No file means no blacklist has been published yet. A file that fails its check stops the batch: loading keys
     while unsure which SAMs were revoked is exactly the quiet misuse the blacklist exists to prevent.
     """
-    from ansible_collections.tunion.keymgmt.plugins.module_utils import blacklist
-
     if not path:
         return {}
     doc = blacklist.held(path)
@@ -510,7 +505,7 @@ def verified_blacklist(tok: Any, path: str | None) -> dict[str, Mapping[str, str
         return {}
     try:
         blacklist.verify(tok, doc, city_code=None)
-    except blacklist.BlacklistError as exc:
+    except BlacklistError as exc:
         raise SamError(f"the SAM blacklist at {path} is not trustworthy ({exc}); no SAM was loaded") from None
     return {str(entry["serial"]).upper(): entry for entry in doc.get("entries") or []}
 
@@ -524,9 +519,6 @@ def summarise(results: list[SamResult]) -> dict[str, int]:
 
 def inject(p: Mapping[str, Any], *, check_mode: bool = False) -> dict[str, Any]:
     """The sam_inject module's body: policy first, then PC/SC and the HSM. ``p`` are the module parameters."""
-    from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
-    from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_crypto import SamCrypto
-
     plans = plan_keys(p["catalogue"], p.get("keys"))  # 第二条(四): refused here, before any reader is touched
     registry = Registry.load(p["registry"])
     pc = PcscContext()
@@ -593,6 +585,4 @@ def inject(p: Mapping[str, Any], *, check_mode: bool = False) -> dict[str, Any]:
 
 def _maybe_observed(path: str) -> Observed | None:
     """Check mode reads the observed registry if it exists and never creates it."""
-    import os
-
     return Observed(path) if os.path.exists(path) else None

@@ -24,29 +24,31 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import (
-    ALGORITHMS,
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import CatalogueError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import (
     KEY_CLASSES,
-    USAGES,
     key_id,
     key_label,
     parse_key_label,
 )
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.algorithms import ALGORITHMS, USAGES
 
 RULES = "粤交〔2019〕11号"
+
+
 ORIGINS = ("ministry", "province")
+
+
 HOLDERS = ("hsm", "sam")
+
+
 SCOPES = ("province", "city")
+
+
 SOURCES = {"ministry": ("components", "wrapped"), "province": ("generate",)}
+
+
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
-
-
-class CatalogueError(ValueError):
-    """The catalogue breaks one or more rules; ``errors`` lists each one as a sentence."""
-
-    def __init__(self, errors: list[str]) -> None:
-        self.errors = errors
-        super().__init__("key catalogue refused: " + "; ".join(errors))
 
 
 @dataclass(frozen=True)

@@ -19,20 +19,38 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import KeyBlockError
+
 VERSION_ID = "T"  # tunion v1: AES-KWP body, AES-CMAC over header||body under a KEK-derived KBAK
+
+
 FIXED_HEADER_LEN = 16
+
+
 MAC_LEN = 16
+
+
 EXPORTABILITY = "N"  # a city may not re-export what it receives (粤交〔2019〕11号 第十七条(一))
+
 
 # Key usage (header bytes 5-6). TR-31 reserves usages that start with a digit for proprietary use.
 KEY_USAGE = {"consumption": "10", "recharge": "20", "internal": "K0"}
+
+
 # Algorithm (header byte 7): TR-31 letters; a digit is proprietary (SM4 has no TR-31 letter).
 ALGORITHM_CODE = {"3DES-2KEY": "T", "3DES-3KEY": "T", "AES-128": "A", "AES-192": "A", "AES-256": "A", "SM4": "9"}
+
+
 KEY_LENGTH = {"3DES-2KEY": 16, "3DES-3KEY": 24, "AES-128": 16, "AES-192": 24, "AES-256": 32, "SM4": 16}
+
 
 # Optional block identifiers (2 printable characters, then 2 hex digits of length, then data).
 OPT_KEY_TYPE, OPT_CLASS, OPT_ALGORITHM, OPT_KCV = "KT", "CL", "AL", "KC"
+
+
 OPT_KEK, OPT_CITY, OPT_NOT_BEFORE, OPT_NOT_AFTER, OPT_ISSUER = "KP", "CI", "VB", "VA", "IS"
+
+
 OPTIONAL_ORDER = (
     OPT_KEY_TYPE,
     OPT_CLASS,
@@ -45,18 +63,20 @@ OPTIONAL_ORDER = (
     OPT_ISSUER,
 )
 
+
 # KBAK derivation data, after TR-31 version D's KDF input (counter, usage 0001 = MAC, separator,
 # algorithm 0004 = AES-256, length 0100 = 256 bits), padded to an AES block with a fixed label.
 # KBAK = AES-ECB(KEK, D1 || D2) done by CKM_AES_ECB_ENCRYPT_DATA inside the HSM.
 KBAK_LABEL = b"TUNIONKB"
+
+
 KBAK_DERIVATION = b"".join(bytes([counter]) + bytes.fromhex("0001000004" + "0100") + KBAK_LABEL for counter in (1, 2))
 
+
 _HEX = re.compile(r"^[0-9A-F]*$")
+
+
 _PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
-
-
-class KeyBlockError(Exception):
-    """A block is malformed, fails its MAC, or does not fit the city; nothing was installed."""
 
 
 class KeyBlockHsm(Protocol):

@@ -17,23 +17,15 @@ readable text summary (``enforcement-<time>.json|.txt``, and ``latest.json|.txt`
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import OpenBao
-
-STATE_PATH = "province/enforcement/state"
 REPORT_FORMAT = 1
+
+
 STATES = ("enforced", "unreachable", "failed")
+
+
 SINGULAR = {"cities": "city", "holders": "holder", "sams": "SAM", "key_versions": "key version"}
-
-
-def now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def node_entry(host: str, result: dict[str, Any] | None, *, kind: str = "node", what: str = "") -> dict[str, Any]:
@@ -80,15 +72,6 @@ def merge(previous: dict[str, Any] | None, entries: list[dict[str, Any]], at: st
             parts[target] = old
             out.append(dict(old, target=target, kind=target.split(":")[0], name=target.split(":", 1)[1], carried=True))
     return out, {"parts": parts, "updated_at": at}
-
-
-def read_state(bao: OpenBao, mount: str) -> dict[str, Any] | None:
-    record = bao.kv_read(mount, STATE_PATH)
-    return record["data"] if record else None
-
-
-def write_state(bao: OpenBao, mount: str, state: dict[str, Any]) -> None:
-    bao.kv_write(mount, STATE_PATH, state)
 
 
 def build_report(
@@ -190,32 +173,6 @@ def summary_text(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o640)
-    os.replace(tmp, path)
-
-
-def write_report(report: dict[str, Any], directory: str) -> dict[str, str]:
-    """Write enforcement-<time>.json/.txt and latest.json/.txt under ``directory``. Returns the paths."""
-    base = Path(os.path.expanduser(directory))
-    base.mkdir(parents=True, exist_ok=True, mode=0o750)
-    stamp = report["finished_at"].replace(":", "").replace("+0000", "Z")
-    body = json.dumps(report, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-    text = summary_text(report)
-    paths = {
-        "json": str(base / f"enforcement-{stamp}.json"),
-        "text": str(base / f"enforcement-{stamp}.txt"),
-    }
-    _atomic_write(Path(paths["json"]), body)
-    _atomic_write(Path(paths["text"]), text)
-    _atomic_write(base / "latest.json", body)
-    _atomic_write(base / "latest.txt", text)
-    return paths
-
-
 def _combine(host: str, parts: list[tuple[str, dict[str, Any] | None]], what: str) -> dict[str, Any]:
     """One entry per node from several task results: the worst outcome wins (unreachable > failed > enforced)."""
     entries = [node_entry(host, result, what=name) for name, result in parts]
@@ -244,7 +201,12 @@ def collect(
     """Every part of the province, classified (see the module documentation of enforcement_report)."""
     entries: list[dict[str, Any]] = []
     failures = openbao_result.get("failures") or {}
-    bao = {"target": "openbao:openbao", "kind": "openbao", "name": "openbao", "what": "policies, AppRoles, tokens"}
+    bao: dict[str, Any] = {
+        "target": "openbao:openbao",
+        "kind": "openbao",
+        "name": "openbao",
+        "what": "policies, AppRoles, tokens",
+    }
     if openbao_result.get("failed"):
         bao.update(state="failed", reason=str(openbao_result.get("msg", "failed")))
     elif failures:

@@ -19,29 +19,12 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
-ROTATION_PATH = "province/rotation"
-
-
-def version_name(key_type: str, version: int) -> str:
-    """'<type>.v<VV>': the name of a key version in statuses, block names and reports."""
-    return f"{key_type}.v{int(version):02x}"
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import parse_day
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import version_name
 
 
 def shared_types(catalogue: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in catalogue if e.get("shared") or e.get("scope") == "province"}
-
-
-def parse_day(value: Any, default: _dt.date | None = None) -> _dt.date:
-    """A YYYY-MM-DD day (the injectable "today" of a run, or a status date)."""
-    if isinstance(value, _dt.date):
-        return value
-    text = str(value or "").strip()[:10]
-    if not text:
-        return default or _dt.datetime.now(_dt.UTC).date()
-    try:
-        return _dt.date.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a day (YYYY-MM-DD)") from None
 
 
 def _held(grants: list[dict[str, Any]], recorded: list[dict[str, Any]], city: str) -> set[tuple[str, int]]:
@@ -193,100 +176,4 @@ def effective_targets(targets: list[dict[str, Any]], plan_: dict[str, Any], acti
     return out
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# OpenBao: the durable record of each rotation, and how far it got
-
-
-def read_records(bao: Any, mount: str) -> list[dict[str, Any]]:
-    records = []
-    for name in bao.kv_list(mount, ROTATION_PATH):
-        record = bao.kv_read(mount, f"{ROTATION_PATH}/{name}")
-        if record:
-            records.append(record["data"])
-    return records
-
-
 _RECORD_KEYS = ("key_type", "old_version", "new_version", "since", "retire_after", "because")
-
-
-def write_records(
-    bao: Any, mount: str, plan_: dict[str, Any], recorded: list[dict[str, Any]], check_mode: bool
-) -> list[str]:
-    """Record every rotation of the plan that OpenBao does not hold as is. Returns what was (or would be) recorded."""
-    have = {(r["key_type"], int(r["old_version"])): r for r in recorded}
-    done = []
-    for r in plan_["rotations"]:
-        wanted = {k: r[k] for k in _RECORD_KEYS}
-        current = have.get((r["key_type"], int(r["old_version"])))
-        if current is not None and {k: current.get(k) for k in _RECORD_KEYS} == wanted:
-            continue
-        name = version_name(r["key_type"], r["old_version"])
-        done.append(f"rotation {name} -> v{int(r['new_version']):02x} recorded")
-        if not check_mode:
-            bao.kv_write(mount, f"{ROTATION_PATH}/{name}", wanted)
-    return done
-
-
-def enforce_retirement(
-    bao: Any, mount: str, plan_: dict[str, Any], active: list[str], check_mode: bool
-) -> dict[str, Any]:
-    """Retired and revoked key versions leave OpenBao for every active city (their blocks, every version); the
-    active cities whose last report still lists one must destroy it in their HSM (hsm_destroy). Adds the rotation
-    progress to the plan."""
-    from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
-
-    changes: list[str] = []
-    reported: dict[str, Any] = {}
-    hsm_destroy: dict[str, list[str]] = {}
-    for city in active:
-        record = bao.kv_read(mount, dist.city_path(city, "status"))
-        reported[city] = record["data"] if record else None
-        gone = dist.remove_blocks(bao, city, plan_["destroy_versions"], check_mode)
-        if gone:
-            changes.append(f"{city}: block(s) {', '.join(gone)} destroyed")
-        held = sorted(set(plan_["destroy_versions"]) & set((reported[city] or {}).get("keys") or {}))
-        if held:
-            hsm_destroy[city] = held
-    plan_["progress"] = progress(bao, mount, plan_, active, reported)
-    return {"changes": changes, "hsm_destroy": hsm_destroy}
-
-
-def progress(bao: Any, mount: str, plan_: dict[str, Any], active: list[str], reported: dict[str, Any]) -> list[dict]:
-    """Per rotation: which active cities report the new version with the KCV of the province's block, which do
-    not yet, and which still report the old version after its retirement. ``reported``: city -> status record."""
-    from ansible_collections.tunion.keymgmt.plugins.module_utils import keyblock
-
-    out = []
-    retired_now = set(plan_["retired"])
-    for r in plan_["rotations"]:
-        new, old = version_name(r["key_type"], r["new_version"]), version_name(r["key_type"], r["old_version"])
-        held, pending, kcvs, old_left = [], [], set(), []
-        for city in active:
-            keys = (reported.get(city) or {}).get("keys") or {}
-            record = bao.kv_read(mount, f"cities/{city}/blocks/{new}")
-            granted = {(g["key_type"], g["version"]) for g in plan_["new_grants"].get(city, [])}
-            if record is None and (r["key_type"], int(r["new_version"])) not in granted:
-                continue  # not for this city (it was never granted the old version)
-            try:
-                want = keyblock.parse(str(record["data"].get("block", ""))).header.kcv if record else None
-            except keyblock.KeyBlockError:
-                want = None
-            got = (keys.get(new) or {}).get("kcv")
-            if want and got == want:
-                held.append(city)
-                kcvs.add(want)
-            else:
-                pending.append(city)
-            if old in retired_now and old in keys:
-                old_left.append(city)
-        out.append(
-            dict(
-                {k: r[k] for k in _RECORD_KEYS},
-                new_held_by=held,
-                new_pending=pending,
-                new_kcv=sorted(kcvs),
-                old_retired=old in retired_now,
-                old_still_reported_by=old_left,
-            )
-        )
-    return out

@@ -3,7 +3,7 @@
 """One way to reach OpenBao: address, CA, token or AppRole login, and errors a person can act on.
 
 Every tunion.keymgmt module that talks to OpenBao takes the options of the
-`tunion.keymgmt.openbao` doc fragment (`OPENBAO_ARGSPEC` here) and calls `connect()`.
+`tunion.keymgmt.openbao` doc fragment (argspec.py) and calls `connect()`.
 Tokens, secret_ids and role_ids are `no_log` in the argument spec and never appear in an
 error message: `OpenBaoError` texts name the address, the path and the HTTP status only.
 
@@ -15,11 +15,13 @@ already unwrapped fails the lookup, and we say so: that is how an interception s
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 try:
@@ -29,40 +31,19 @@ try:
 
     HAS_HVAC = True
     HVAC_IMPORT_ERROR = ""
-except ImportError as exc:  # reported by the module through fail_json
+except ImportError as exc:  # reported by the module through missing_required_lib
     HAS_HVAC = False
     HVAC_IMPORT_ERROR = str(exc)
 
-try:
-    from ansible.module_utils.basic import env_fallback
-except ImportError:  # pragma: no cover - used outside Ansible (bench, tests)
+#: for base.TunionModule(requires=...): the library name, whether it imported, and why not
+HVAC_REQUIREMENT = ("hvac", HAS_HVAC, HVAC_IMPORT_ERROR)
 
-    def env_fallback(*args: str, **kwargs: Any) -> str:
-        for name in args:
-            if name in os.environ:
-                return os.environ[name]
-        raise KeyError(args[0] if args else "")
-
-
-DEFAULT_TOKEN_PATH = "~/.openbao/token"  # noqa: S105 - a file name, not a secret
-
-# Shared by every OpenBao module; documented in plugins/doc_fragments/openbao.py.
-OPENBAO_ARGSPEC: dict[str, dict[str, Any]] = {
-    "url": {"type": "str", "fallback": (env_fallback, ["BAO_ADDR", "VAULT_ADDR"])},
-    "ca_cert": {"type": "path", "fallback": (env_fallback, ["BAO_CACERT", "VAULT_CACERT"])},
-    "auth_method": {"type": "str", "default": "token", "choices": ["token", "approle"]},
-    "token": {"type": "str", "no_log": True, "fallback": (env_fallback, ["BAO_TOKEN", "VAULT_TOKEN"])},
-    "token_path": {"type": "path", "default": DEFAULT_TOKEN_PATH},
-    "approle_mount": {"type": "str", "default": "approle"},
-    "role_name": {"type": "str"},
-    "role_id": {"type": "str", "no_log": True},
-    "wrapped_secret_id": {"type": "str", "no_log": True},
-    "timeout": {"type": "int", "default": 10},
-}
-
-
-class OpenBaoError(Exception):
-    """A failure to talk to OpenBao, phrased for the operator; never carries a secret."""
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import OpenBaoError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.layout import (
+    DEFAULT_MOUNT,
+    DEFAULT_TOKEN_PATH,
+    OpenBaoLayout,
+)
 
 
 @dataclass
@@ -77,12 +58,15 @@ class OpenBaoSettings:
     role_id: str | None = None
     wrapped_secret_id: str | None = None
     timeout: int = 10
+    mount: str = DEFAULT_MOUNT
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> OpenBaoSettings:
+        """The settings of the ``tunion.keymgmt.openbao`` options; an option a caller lacks keeps its default."""
         if not params.get("url"):
             raise OpenBaoError("no OpenBao address: set url (or BAO_ADDR), e.g. https://127.0.0.1:8200")
-        return cls(**{name: params.get(name, spec.get("default")) for name, spec in OPENBAO_ARGSPEC.items()})
+        given = {f.name: params[f.name] for f in fields(cls) if f.name in params}
+        return cls(**given)
 
 
 def describe(exc: Exception, action: str, url: str) -> str:
@@ -128,9 +112,6 @@ def clear_openssl_errors() -> None:
     """
     global _ERR_CLEAR  # noqa: PLW0603 - resolved once per process
     if _ERR_CLEAR is None:
-        import ctypes
-        import ctypes.util
-
         name = ctypes.util.find_library("crypto")
         try:
             _ERR_CLEAR = ctypes.CDLL(name).ERR_clear_error if name else False
@@ -140,8 +121,12 @@ def clear_openssl_errors() -> None:
         _ERR_CLEAR()
 
 
+class _Absent(Exception):
+    """Raised inside :func:`translated` with ``absent_ok`` for a 404; :meth:`OpenBao.call_or_none` turns it to None."""
+
+
 @contextmanager
-def translated(action: str, url: str) -> Iterator[None]:
+def translated(action: str, url: str, *, absent_ok: bool = False) -> Iterator[None]:
     """Re-raise OpenBao/transport failures inside the block as OpenBaoError with a readable message."""
     clear_openssl_errors()
     try:
@@ -149,13 +134,11 @@ def translated(action: str, url: str) -> Iterator[None]:
     except OpenBaoError:
         raise
     except Exception as exc:
+        if absent_ok and HAS_HVAC and isinstance(exc, hvac.exceptions.InvalidPath):
+            raise _Absent from None
         if HAS_HVAC and isinstance(exc, hvac.exceptions.VaultError | requests.exceptions.RequestException):
             raise OpenBaoError(describe(exc, action, url)) from None
         raise
-
-
-def is_forbidden(exc: Exception) -> bool:
-    return HAS_HVAC and isinstance(exc, hvac.exceptions.Forbidden)
 
 
 class OpenBao:
@@ -164,6 +147,7 @@ class OpenBao:
     def __init__(self, settings: OpenBaoSettings, client: Any) -> None:
         self.settings = settings
         self.client = client
+        self.layout = OpenBaoLayout(settings.mount)
         self.logged_in_by_approle = False
 
     @property
@@ -174,19 +158,25 @@ class OpenBao:
         with translated(action, self.url):
             return func(*args, **kwargs)
 
+    def call_or_none(self, action: str, func: Any, *args: Any, **kwargs: Any) -> Any | None:
+        """Like :meth:`call`, but None when OpenBao has nothing there (404): the one way "absent" is detected."""
+        try:
+            with translated(action, self.url, absent_ok=True):
+                return func(*args, **kwargs)
+        except _Absent:
+            return None
+
     # ---- KV v2
     def kv_read(self, mount: str, path: str) -> dict[str, Any] | None:
         """Latest version of a KV v2 secret as {'data': ..., 'metadata': ...}, or None if absent or deleted."""
-        try:
-            with translated(f"reading {mount}/{path}", self.url):
-                answer = self.client.secrets.kv.v2.read_secret_version(
-                    path=path, mount_point=mount, raise_on_deleted_version=True
-                )
-        except OpenBaoError as exc:
-            if "(404)" in str(exc):
-                return None
-            raise
-        return answer["data"]
+        answer = self.call_or_none(
+            f"reading {mount}/{path}",
+            self.client.secrets.kv.v2.read_secret_version,
+            path=path,
+            mount_point=mount,
+            raise_on_deleted_version=True,
+        )
+        return answer["data"] if answer is not None else None
 
     def kv_write(self, mount: str, path: str, data: dict[str, Any], cas: int | None = None) -> int:
         with translated(f"writing {mount}/{path}", self.url):
@@ -196,14 +186,14 @@ class OpenBao:
         return int(answer["data"]["version"])
 
     def kv_list(self, mount: str, path: str) -> list[str]:
-        try:
-            with translated(f"listing {mount}/{path}", self.url):
-                answer = self.client.secrets.kv.v2.list_secrets(path=path, mount_point=mount)
-        except OpenBaoError as exc:
-            if "(404)" in str(exc):
-                return []
-            raise
-        return list(answer["data"]["keys"])
+        answer = self.call_or_none(
+            f"listing {mount}/{path}", self.client.secrets.kv.v2.list_secrets, path=path, mount_point=mount
+        )
+        return list(answer["data"]["keys"]) if answer is not None else []
+
+    def close(self) -> None:
+        """What a module calls when it ends (base.TunionModule.opened)."""
+        self.revoke_self()
 
     def revoke_self(self) -> None:
         """Drop a token we got by AppRole login: it should not outlive the task that used it."""

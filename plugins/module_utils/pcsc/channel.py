@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 try:
@@ -25,88 +24,11 @@ except ImportError as _exc:  # pragma: no cover - reported through missing_requi
     HAS_PYSCARD = False
     PYSCARD_IMPORT_ERROR = str(_exc)
 
-PSAM_AID = bytes.fromhex("D15600000150534D")
-#: key usage byte of each consumption key type a PSAM can hold (第二条(四): consumption keys only)
-USAGES: dict[str, int] = {"purchase": 0x01, "tac": 0x02}
-USAGE_NAMES = {v: k for k, v in USAGES.items()}
-ALGORITHM_CODES: dict[str, int] = {"3DES-2KEY": 0x01}
-ALGORITHM_NAMES = {v: k for k, v in ALGORITHM_CODES.items()}
-#: the SAM's transport key is PBOC-diversified from its master key with this constant
-TRANSPORT_DIVERSIFIER = b"TUNIONTK"
+#: for base.TunionModule(requires=...): the library name, whether it imported, and why not
+PYSCARD_REQUIREMENT = ("pyscard", HAS_PYSCARD, PYSCARD_IMPORT_ERROR)
 
-SW_TEXT = {
-    0x6700: "wrong length",
-    0x6982: "security status not satisfied (no EXTERNAL AUTHENTICATE)",
-    0x6300: "authentication failed: the SAM's master key does not match the SAM issuer key",
-    0x6985: "conditions of use not satisfied",
-    0x6988: "secure messaging MAC wrong",
-    0x6A80: "wrong data (KCV mismatch, or a key usage the SAM does not accept)",
-    0x6A82: "file or application not found (not a TUnion PSAM?)",
-    0x6A84: "the SAM's key file is full",
-    0x6A86: "wrong P1/P2",
-    0x6A88: "referenced key not found in the SAM",
-    0x6D00: "instruction not supported",
-    0x6E00: "class not supported",
-}
-
-
-class SamError(Exception):
-    """A SAM or reader problem; the message is safe to show (never a key value)."""
-
-
-class CardGone(SamError):
-    """The SAM left the reader (or the reader failed) during a session."""
-
-
-class StatusWordError(SamError):
-    def __init__(self, what: str, sw: int) -> None:
-        self.sw = sw
-        super().__init__(f"{what}: SAM answered {sw:04X} ({SW_TEXT.get(sw, 'unexpected status')})")
-
-
-@dataclass(frozen=True)
-class KeySlot:
-    usage: int
-    version: int
-    algorithm: int
-    kcv: str
-
-    @property
-    def key_type(self) -> str:
-        return USAGE_NAMES.get(self.usage, f"usage-{self.usage:02x}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "key_type": self.key_type,
-            "usage": self.usage,
-            "version": self.version,
-            "algorithm": ALGORITHM_NAMES.get(self.algorithm, f"{self.algorithm:02x}"),
-            "kcv": self.kcv,
-        }
-
-
-@dataclass
-class SamIdentity:
-    serial: str
-    terminal: str
-    capacity: int = 0
-    tsn: bytes = b"\x00\x00\x00\x00"  # the PSAM transaction serial its next MAC1 will use
-    slots: list[KeySlot] = field(default_factory=list)
-
-    def slot(self, usage: int, version: int) -> KeySlot | None:
-        for s in self.slots:
-            if s.usage == usage and s.version == version:
-                return s
-        return None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "serial": self.serial,
-            "terminal": self.terminal,
-            "capacity": self.capacity,
-            "free_slots": max(self.capacity - len(self.slots), 0),
-            "keys": [s.as_dict() for s in self.slots],
-        }
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import CardGone, SamError, StatusWordError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pcsc.psam import PSAM_AID, SW_TEXT, KeySlot, SamIdentity
 
 
 def _check(hresult: int, what: str) -> None:
@@ -138,7 +60,7 @@ class SamChannel:
             self.trace.append(f"{self.reader} < {bytes(resp).hex().upper()}")
         sw = (resp[-2] << 8) | resp[-1]
         if sw != 0x9000:
-            raise StatusWordError(what, sw)
+            raise StatusWordError(what, sw, SW_TEXT.get(sw, "unexpected status"))
         if length is not None and len(resp) - 2 != length:
             raise CardGone(f"{what}: garbled answer ({len(resp) - 2} bytes, the profile has {length}); retrying")
         return bytes(resp[:-2])
@@ -200,7 +122,6 @@ class SamChannel:
         return self.transmit(bytes([0x80, 0xFA, 0x05, 0x00, len(data)]) + data, "DES MAC (80 FA)", 4)
 
 
-# ---------------------------------------------------------------------------------------------- readers
 class PcscContext:
     """A PC/SC context; ``readers()`` filters reader names by shell-style patterns."""
 

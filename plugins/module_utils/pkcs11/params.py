@@ -35,12 +35,6 @@ class _KeyDerivationStringData(ctypes.Structure):
     _fields_ = (("pData", ctypes.c_void_p), ("ulLen", ctypes.c_ulong))
 
 
-class _DesCbcEncryptDataParams(ctypes.Structure):
-    if _PACK:
-        _pack_ = _PACK
-    _fields_ = (("iv", ctypes.c_ubyte * 8), ("pData", ctypes.c_void_p), ("length", ctypes.c_ulong))
-
-
 @contextmanager
 def key_derivation_string_data(data: bytes) -> Iterator[bytes]:
     """Yield a packed ``CK_KEY_DERIVATION_STRING_DATA`` pointing at a private copy of ``data``.
@@ -52,21 +46,6 @@ def key_derivation_string_data(data: bytes) -> Iterator[bytes]:
     buf = ctypes.create_string_buffer(bytes(data), len(data))
     try:
         struct = _KeyDerivationStringData(ctypes.cast(buf, ctypes.c_void_p), len(data))
-        yield bytes(struct)
-    finally:
-        ctypes.memset(buf, 0, len(data))
-
-
-@contextmanager
-def des_cbc_encrypt_data_params(iv: bytes, data: bytes) -> Iterator[bytes]:
-    """Yield a packed ``CK_DES_CBC_ENCRYPT_DATA_PARAMS`` (``CKM_DES3_CBC_ENCRYPT_DATA``) over a private copy."""
-    if len(iv) != 8:
-        raise ValueError("CKM_DES3_CBC_ENCRYPT_DATA needs an 8-byte IV")
-    if not data or len(data) % 8:
-        raise ValueError("CKM_DES3_CBC_ENCRYPT_DATA needs data in whole 8-byte blocks")
-    buf = ctypes.create_string_buffer(bytes(data), len(data))
-    try:
-        struct = _DesCbcEncryptDataParams((ctypes.c_ubyte * 8)(*iv), ctypes.cast(buf, ctypes.c_void_p), len(data))
         yield bytes(struct)
     finally:
         ctypes.memset(buf, 0, len(data))

@@ -25,23 +25,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import (
-    HsmError,
-    HsmToken,
-    KeyPolicy,
-    diversification_data,
-)
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_apdu import ALGORITHM_CODES, TRANSPORT_DIVERSIFIER
-
 try:
     from pkcs11 import Attribute, Mechanism
     from pkcs11 import exceptions as p11e
     from pkcs11.util.rsa import decode_rsa_public_key
-except ImportError:  # pragma: no cover - hsm.py reports the missing library
+except ImportError:  # pragma: no cover - pkcs11/session.py reports the missing library (HAS_PKCS11)
     pass
+
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import HsmError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.algorithms import diversification_data
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pcsc.psam import ALGORITHM_CODES, TRANSPORT_DIVERSIFIER
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.policy import KeyPolicy
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import HsmToken
 
 #: keys that live only for one SAM: encrypt (cryptograms, CBC-MACs) and derive, never exported
 _SAM_KEY = KeyPolicy(usage="cryptogram", token=False, extractable=False, extra={"derive": True})
+
+
 _CARD_KEY = KeyPolicy(usage="derive", token=False, extractable=False)
 
 
@@ -196,7 +196,6 @@ class SamCrypto:
         return self._des_macs[(label, card, data)]
 
 
-# ---------------------------------------------------------------------------------------------- SAM manufacturing
 def ensure_batch_kek(so_hsm: HsmToken, label: str, key_id: bytes | None = None) -> tuple[Any, bool]:
     """In an SO session: the trusted batch transport KEK (public, CKA_TRUSTED), created if missing.
 

@@ -1,505 +1,53 @@
 # Copyright: tunion-keyops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""PKCS#11 primitives of tunion.keymgmt: tokens, sessions, keys, KCVs, diversification, wrapping.
-
-Everything that touches an HSM goes through this module (modules, distribution, SAM injection), so that:
+"""One logged-in session on one token (:class:`HsmToken`): keys, KCVs, diversification, wrapping.
 
 * clear key material never leaves the HSM: keys are created sensitive, and only wrapped under *trusted* KEKs
   (``CKA_WRAP_WITH_TRUSTED``) can they be exported (粤交〔2019〕11号 第十六条: 落实密钥的安全保护责任);
-* errors are :class:`HsmError` with a message a person can act on, which never carries a PIN or key bytes;
-* a PIN is presented once per session: a wrong PIN is reported, never retried (the token's retry counter is not
-  spent by this code), and a PIN whose token flags say "final try" or "locked" is not presented at all;
 * a mechanism the token lacks is refused clearly, never replaced by a weaker one (SM4 on SoftHSM, for instance).
-
-Label and ID scheme (docs/hsm.md): ``<class>.<type>.v<VV>.<holder>``, e.g. ``consumption.purchase.v01.province``
-or ``recharge.load.v02.city-440100``, and ``CKA_ID = class || type code || version || holder id``.
-Use :func:`key_label` / :func:`key_id` / :func:`parse_key_label` rather than formatting labels by hand.
 """
 
 from __future__ import annotations
 
-import ctypes
 import datetime as _dt
-import re
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 try:
-    import pkcs11
-    from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, TokenFlag
+    from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
     from pkcs11 import exceptions as p11e
     from pkcs11.constants import DEFAULT as _P11_DEFAULT
     from pkcs11.util.rsa import decode_rsa_public_key, encode_rsa_public_key
+except ImportError:  # pragma: no cover - pkcs11/session.py reports the missing library (HAS_PKCS11)
+    pass
 
-    HAS_PKCS11 = True
-    PKCS11_IMPORT_ERROR: str | None = None
-except ImportError as _exc:  # pragma: no cover - reported by the modules through missing_required_lib
-    HAS_PKCS11 = False
-    PKCS11_IMPORT_ERROR = str(_exc)
-
-from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11_derive import key_derivation_string_data
-
-__all__ = [
-    "ALGORITHMS",
-    "KEY_CLASSES",
-    "USAGES",
-    "AlgorithmSpec",
-    "HsmError",
-    "HsmToken",
-    "KeyName",
-    "KeyPolicy",
-    "diversification_data",
-    "ensure_token",
-    "hsm_session",
-    "key_id",
-    "key_label",
-    "load_library",
-    "parse_key_label",
-    "pboc_derivation_data",
-]
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import HsmError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import parse_key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.algorithms import (
+    ALGORITHMS,
+    AlgorithmSpec,
+    diversification_data,
+    pboc_derivation_data,
+)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.params import key_derivation_string_data
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.policy import KeyPolicy
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import _fail, _open, _p11, find_token
 
 
-class HsmError(Exception):
-    """An HSM operation failed. The message is safe to show: it never holds key material or PINs."""
+def _object_class(value: Any) -> Any:
+    """An ObjectClass, also from its name ("secret_key", "public_key", "private_key"): flows need no pkcs11 import."""
+    return ObjectClass[value.upper()] if isinstance(value, str) else value
 
-
-# --------------------------------------------------------------------------------------------------------------------
-# Label / ID scheme
-# --------------------------------------------------------------------------------------------------------------------
-
-#: key classes and their CKA_ID class byte. 消费类 / 充值类 (第二条(三)), plus internal keys (KEKs, SAM issuer keys).
-KEY_CLASSES: dict[str, int] = {"consumption": 0x01, "recharge": 0x02, "internal": 0x03}
-_CLASS_BY_CODE = {v: k for k, v in KEY_CLASSES.items()}
-
-_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
-_HOLDER_RE = re.compile(r"^(province|city-[0-9]{6}|sam-[0-9a-f]{2,32}|[a-z][a-z0-9-]{0,30})$")
-_LABEL_RE = re.compile(r"^(?P<cls>[a-z]+)\.(?P<type>[a-z][a-z0-9_]*)\.v(?P<ver>[0-9a-f]{2})\.(?P<holder>[a-z0-9-]+)$")
-
-
-@dataclass(frozen=True)
-class KeyName:
-    """The parts a project key label is made of."""
-
-    key_class: str
-    key_type: str
-    version: int
-    holder: str = "province"
-
-    @property
-    def label(self) -> str:
-        return key_label(self.key_class, self.key_type, self.version, self.holder)
-
-
-def _check_name(key_class: str, key_type: str, version: int, holder: str) -> None:
-    if key_class not in KEY_CLASSES:
-        raise HsmError(f"unknown key class {key_class!r}; expected one of {', '.join(KEY_CLASSES)}")
-    if not _TYPE_RE.match(key_type):
-        raise HsmError(f"key type name {key_type!r} must be lower-case letters, digits and _ (max 31)")
-    if not isinstance(version, int) or not 0 <= version <= 0xFF:
-        raise HsmError(f"key version {version!r} must be one byte (0..255), as on PBOC cards")
-    if not _HOLDER_RE.match(holder):
-        raise HsmError(f"holder {holder!r} must be 'province', 'city-<6-digit city code>' or 'sam-<hex serial>'")
-
-
-def key_label(key_class: str, key_type: str, version: int, holder: str = "province") -> str:
-    """``consumption.purchase.v01.province``: class, type, version (hex byte) and holder."""
-    _check_name(key_class, key_type, version, holder)
-    return f"{key_class}.{key_type}.v{version:02x}.{holder}"
-
-
-def parse_key_label(label: str) -> KeyName | None:
-    """The parts of a project label, or None for labels outside the scheme (foreign objects)."""
-    m = _LABEL_RE.match(label or "")
-    if not m or m["cls"] not in KEY_CLASSES:
-        return None
-    return KeyName(m["cls"], m["type"], int(m["ver"], 16), m["holder"])
-
-
-def _holder_id(holder: str) -> bytes:
-    if holder == "province":
-        return b"\x00"
-    if holder.startswith("city-"):
-        return b"\x01" + bytes.fromhex(holder[5:])
-    if holder.startswith("sam-"):
-        serial = holder[4:]
-        return b"\x02" + bytes.fromhex(serial if len(serial) % 2 == 0 else "0" + serial)
-    return b"\x03" + holder.encode()
-
-
-def key_id(key_class: str, type_code: int, version: int, holder: str = "province") -> bytes:
-    """``CKA_ID``: class byte, type code (catalogue ``code``), version byte, then the holder id.
-
-    Holder id: ``00`` province; ``01`` + city code in BCD (``city-440100`` -> ``01 44 01 00``); ``02`` + SAM serial.
-    """
-    _check_name(key_class, "x", version, holder)
-    if not 0 < int(type_code) <= 0xFF:
-        raise HsmError(f"key type code {type_code!r} must be one byte (1..255)")
-    return bytes([KEY_CLASSES[key_class], int(type_code), version]) + _holder_id(holder)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Algorithms, usages, policy
-# --------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AlgorithmSpec:
-    name: str
-    length: int  # bytes
-    block: int  # cipher block size in bytes
-    family: str  # "des3", "aes", "sm4"
-
-
-ALGORITHMS: dict[str, AlgorithmSpec] = {
-    "3DES-2KEY": AlgorithmSpec("3DES-2KEY", 16, 8, "des3"),
-    "AES-128": AlgorithmSpec("AES-128", 16, 16, "aes"),
-    "AES-256": AlgorithmSpec("AES-256", 32, 16, "aes"),
-    # Declarable in the catalogue; no PKCS#11 standard mechanism exists, so a token must prove vendor support.
-    "SM4": AlgorithmSpec("SM4", 16, 16, "sm4"),
-}
-
-#: what a key may do inside the HSM. The capability flags are deliberately narrow: a diversification master key
-#: can derive but not encrypt (CKA_ENCRYPT on a PBOC master key would let anyone compute card keys as data).
-USAGES: dict[str, tuple[str, ...]] = {
-    "derive": ("derive",),
-    "kek": ("wrap", "unwrap"),
-    "mac": ("sign", "verify"),
-    "encrypt": ("encrypt", "decrypt"),
-    "cryptogram": ("encrypt", "sign", "verify"),
-}
-_CAP_ATTRS = {
-    "encrypt": "ENCRYPT",
-    "decrypt": "DECRYPT",
-    "sign": "SIGN",
-    "verify": "VERIFY",
-    "wrap": "WRAP",
-    "unwrap": "UNWRAP",
-    "derive": "DERIVE",
-}
 
 # SM4: there is no CKK_/CKM_ constant in PKCS#11 up to 3.1; vendors use CKM_VENDOR_DEFINED values, which differ by
 # vendor. None is known to this project yet, so SM4 is always refused with a clear message (never a fallback).
 SM4_VENDOR_MECHANISMS: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class KeyPolicy:
-    """How a key is stored. Defaults: token object, private, sensitive, exportable only under trusted KEKs."""
-
-    usage: str = "derive"
-    token: bool = True
-    private: bool = True
-    extractable: bool = True
-    wrap_with_trusted: bool = True
-    trusted: bool = False  # only an SO session can create a trusted (KEK) object
-    start_date: _dt.date | None = None
-    end_date: _dt.date | None = None
-    extra: dict[str, bool] = field(default_factory=dict)  # capability overrides, e.g. {"encrypt": True}
-
-    def template(self, *, fixed: bool = False) -> dict[Any, Any]:
-        """The PKCS#11 template.
-
-        ``fixed`` adds CKA_MODIFIABLE=false. It is off by default: SoftHSM 2.6.1 rejects it together with
-        CKA_WRAP_WITH_TRUSTED in C_DeriveKey/C_UnwrapKey (CKR_ATTRIBUTE_READ_ONLY), and it forbids the transient
-        copy through which a KCV is computed for keys without CKA_ENCRYPT/CKA_SIGN (docs/hsm.md).
-        """
-        if self.usage not in USAGES:
-            raise HsmError(f"unknown key usage {self.usage!r}; expected one of {', '.join(USAGES)}")
-        caps = dict.fromkeys(_CAP_ATTRS, False)
-        caps.update(dict.fromkeys(USAGES[self.usage], True))
-        caps.update(self.extra)
-        tpl: dict[Any, Any] = {getattr(Attribute, _CAP_ATTRS[c]): v for c, v in caps.items()}
-        tpl.update(
-            {
-                Attribute.TOKEN: self.token,
-                Attribute.PRIVATE: self.private,
-                Attribute.SENSITIVE: True,
-                Attribute.EXTRACTABLE: self.extractable,
-            }
-        )
-        if fixed:
-            tpl[Attribute.MODIFIABLE] = False
-        if self.extractable and self.wrap_with_trusted:
-            tpl[Attribute.WRAP_WITH_TRUSTED] = True
-        if self.trusted:
-            tpl[Attribute.TRUSTED] = True
-        if self.start_date:
-            tpl[Attribute.START_DATE] = self.start_date
-        if self.end_date:
-            tpl[Attribute.END_DATE] = self.end_date
-        return tpl
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Diversification data
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def diversification_data(value: str | bytes) -> bytes:
-    """The 8-byte PBOC diversification factor D for a city code, SAM serial or card number.
-
-    ``bytes`` of length 8 are used as given. A string of hex digits is right-aligned: the rightmost 16 digits are
-    taken (card application serial numbers), shorter strings are left-padded with ``0`` (city code ``440100`` ->
-    ``00 00 00 00 00 44 01 00``).
-    """
-    if isinstance(value, bytes | bytearray):
-        if len(value) != 8:
-            raise HsmError(f"diversification data must be 8 bytes, got {len(value)}")
-        return bytes(value)
-    text = str(value).strip()
-    if not re.fullmatch(r"[0-9A-Fa-f]{1,32}", text):
-        raise HsmError(f"diversification data {value!r} must be hex digits (city code, SAM serial, card number)")
-    return bytes.fromhex(text[-16:].rjust(16, "0"))
-
-
-def pboc_derivation_data(d: bytes) -> bytes:
-    """``D || ~D``: encrypting it under MK in ECB gives ``DK = 3DES(MK, D) || 3DES(MK, ~D)``."""
-    d = diversification_data(d) if len(d) != 8 else bytes(d)
-    return d + bytes(b ^ 0xFF for b in d)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Library and token
-# --------------------------------------------------------------------------------------------------------------------
-
-_LIBS: dict[str, Any] = {}
-_ERROR_HINTS = {
-    "MechanismInvalid": "the token does not offer this mechanism",
-    "KeyTypeInconsistent": "the key type does not fit this mechanism",
-    "KeyFunctionNotPermitted": "the key's attributes do not allow this use",
-    "KeyNotWrappable": "the key may only be wrapped under a trusted KEK (CKA_WRAP_WITH_TRUSTED)",
-    "KeyUnextractable": "the key is not extractable",
-    "WrappedKeyInvalid": "the wrapped key block does not unwrap under this KEK (wrong KEK or damaged block)",
-    "TemplateInconsistent": "the token refused the key template",
-    "AttributeReadOnly": "an attribute may not be set by this user (CKA_TRUSTED needs the SO)",
-    "UserNotLoggedIn": "the session is not logged in",
-    "SessionReadOnly": "the session is read-only",
-}
-
-
-def _fail(what: str, exc: BaseException) -> HsmError:
-    name = type(exc).__name__
-    hint = _ERROR_HINTS.get(name)
-    return HsmError(f"{what}: PKCS#11 {name}" + (f" ({hint})" if hint else ""))
-
-
-@contextmanager
-def _p11(what: str) -> Iterator[None]:
-    """Translate python-pkcs11 errors into HsmError. Messages carry the operation and the PKCS#11 error only."""
-    try:
-        yield
-    except HsmError:
-        raise
-    except p11e.PKCS11Error as exc:
-        raise _fail(what, exc) from None
-
-
-def load_library(library: str) -> Any:
-    """Load a PKCS#11 module once per process (python-pkcs11 keeps it initialised)."""
-    if not HAS_PKCS11:
-        raise HsmError(f"python-pkcs11 is not installed: {PKCS11_IMPORT_ERROR}")
-    lib = _LIBS.get(library)
-    if lib is None:
-        try:
-            lib = pkcs11.lib(library)
-        except (OSError, RuntimeError, p11e.PKCS11Error) as exc:
-            raise HsmError(f"cannot load PKCS#11 library {library}: {type(exc).__name__}") from None
-        _LIBS[library] = lib
-    return lib
-
-
-def find_token(library: str, token_label: str) -> Any | None:
-    lib = load_library(library)
-    with _p11(f"listing tokens of {library}"):
-        tokens = [t for t in lib.get_tokens() if t.label == token_label]
-    if len(tokens) > 1:
-        raise HsmError(f"{len(tokens)} tokens are labelled {token_label!r}; labels must be unique")
-    return tokens[0] if tokens else None
-
-
-def _login_guard(token: Any, who: str) -> None:
-    flags = int(token.flags)
-    if who == "user":
-        if flags & int(TokenFlag.USER_PIN_LOCKED):
-            raise HsmError(f"the user PIN of token {token.label!r} is locked; the SO must reset it")
-        if flags & int(TokenFlag.USER_PIN_FINAL_TRY):
-            raise HsmError(
-                f"token {token.label!r} is on its final user PIN try; refusing to present a PIN "
-                "(a wrong one would lock the token). Verify the PIN, then log in by hand once."
-            )
-        if not flags & int(TokenFlag.USER_PIN_INITIALIZED):
-            raise HsmError(f"token {token.label!r} has no user PIN yet; run tunion.keymgmt.hsm_token")
-    else:
-        if flags & int(TokenFlag.SO_PIN_LOCKED):
-            raise HsmError(f"the SO PIN of token {token.label!r} is locked")
-        if flags & int(TokenFlag.SO_PIN_FINAL_TRY):
-            raise HsmError(f"token {token.label!r} is on its final SO PIN try; refusing to present the SO PIN")
-
-
-def _open(token: Any, rw: bool, user_pin: str | None, so_pin: str | None) -> Any:
-    who = "SO" if so_pin is not None else "user"
-    if so_pin is not None or user_pin is not None:
-        _login_guard(token, "so" if so_pin is not None else "user")
-    try:
-        if so_pin is not None:
-            return token.open(rw=rw, so_pin=so_pin)
-        return token.open(rw=rw, user_pin=user_pin)
-    except p11e.PinIncorrect:
-        raise HsmError(
-            f"the {who} PIN was rejected by token {token.label!r}; not retrying "
-            "(each wrong PIN spends one of the token's tries)"
-        ) from None
-    except p11e.PinLocked:
-        raise HsmError(f"the {who} PIN of token {token.label!r} is locked") from None
-    except (p11e.PinLenRange, p11e.PinInvalid):
-        raise HsmError(f"the {who} PIN given for token {token.label!r} has an invalid length or characters") from None
-    except p11e.PKCS11Error as exc:
-        raise _fail(f"opening a session on token {token.label!r}", exc) from None
-
-
-@contextmanager
-def hsm_session(
-    library: str,
-    token_label: str,
-    user_pin: str | None,
-    rw: bool = True,
-    *,
-    so_pin: str | None = None,
-) -> Iterator[HsmToken]:
-    """Open one session on the token labelled ``token_label`` and log in once (user, or SO when ``so_pin``).
-
-    Yields an :class:`HsmToken`. Session objects created through it disappear when the block ends.
-    """
-    token = find_token(library, token_label)
-    if token is None:
-        raise HsmError(f"no token labelled {token_label!r} in {library}; provision it (playbooks/provision_hsm.yml)")
-    session = _open(token, rw, user_pin, so_pin)
-    try:
-        yield HsmToken(session, token, library)
-    finally:
-        with suppress(p11e.PKCS11Error):
-            session.close()
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# C_InitToken (python-pkcs11 0.10.1 has no binding for it)
-# --------------------------------------------------------------------------------------------------------------------
-
-_CLOSE_ALL_SESSIONS_INDEX = 14
-_INIT_TOKEN_INDEX = 9  # CK_FUNCTION_LIST: version, C_Initialize, C_Finalize, C_GetInfo, C_GetFunctionList,
-# C_GetSlotList, C_GetSlotInfo, C_GetTokenInfo, C_GetMechanismList, C_GetMechanismInfo, C_InitToken, ...
-
-
-def _function(library: str, index: int, *argtypes: Any) -> Any:
-    """Function ``index`` of the module's CK_FUNCTION_LIST (the library is already C_Initialize'd)."""
-    dll = ctypes.CDLL(library)
-    flist = ctypes.c_void_p()
-    dll.C_GetFunctionList.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
-    dll.C_GetFunctionList.restype = ctypes.c_ulong
-    rv = dll.C_GetFunctionList(ctypes.byref(flist))
-    if rv or not flist.value:
-        raise HsmError(f"C_GetFunctionList of {library} failed with CKR 0x{int(rv):08X}")
-    ptr_size = ctypes.sizeof(ctypes.c_void_p)
-    # CK_VERSION (2 bytes), then function pointers: natural alignment, or packed to 1 byte on Windows.
-    offset = 2 if sys.platform == "win32" else ptr_size
-    fn_addr = ctypes.c_void_p.from_address(flist.value + offset + index * ptr_size).value
-    return ctypes.CFUNCTYPE(ctypes.c_ulong, *argtypes)(fn_addr)
-
-
-def _c_init_token(library: str, slot_id: int, so_pin: str, label: str) -> int:
-    """C_CloseAllSessions (this process's own) then C_InitToken; python-pkcs11 0.10.1 binds neither."""
-    close_all = _function(library, _CLOSE_ALL_SESSIONS_INDEX, ctypes.c_ulong)
-    close_all(slot_id)
-    init = _function(library, _INIT_TOKEN_INDEX, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
-    pin = so_pin.encode()
-    return int(init(slot_id, pin, len(pin), label.encode().ljust(32)[:32]))
-
-
-def _count_objects(token: Any, user_pin: str | None) -> int:
-    session = _open(token, False, user_pin, None)
-    try:
-        with _p11("counting objects"):
-            return sum(1 for _obj in session.get_objects())
-    finally:
-        session.close()
-
-
-def ensure_token(
-    library: str,
-    token_label: str,
-    so_pin: str,
-    user_pin: str,
-    *,
-    force: bool = False,
-    check_mode: bool = False,
-) -> dict[str, Any]:
-    """Make sure a token labelled ``token_label`` exists and accepts ``user_pin``.
-
-    * absent: initialise the first free slot with the SO PIN and label, then set the user PIN;
-    * present: log in once with ``user_pin`` to prove it (a wrong PIN is an error, never retried);
-    * present and ``force``: re-initialise it, destroying its objects; the count is returned.
-    """
-    if len(token_label.encode()) > 32:
-        raise HsmError(f"token label {token_label!r} is longer than 32 bytes")
-    lib = load_library(library)
-    token = find_token(library, token_label)
-    result: dict[str, Any] = {"changed": False, "token_label": token_label, "objects": 0, "destroyed": 0}
-    if token is not None and not force:
-        result["objects"] = _count_objects(token, user_pin)
-        result["serial"] = token.serial.decode(errors="replace").strip()
-        return result
-    if token is not None:
-        count = _count_objects(token, user_pin)
-        slot_id = token.slot.slot_id
-        result.update(changed=True, destroyed=count, action="reinitialise")
-    else:
-        with _p11("listing slots"):
-            free = [
-                s
-                for s in lib.get_slots(token_present=True)
-                if not int(s.get_token().flags) & int(TokenFlag.TOKEN_INITIALIZED)
-            ]
-        if not free:
-            raise HsmError(f"token {token_label!r} does not exist and {library} has no uninitialised slot for it")
-        slot_id = free[0].slot_id
-        result.update(changed=True, action="initialise")
-    if check_mode:
-        return result
-    _login_guard_so_slot(lib, slot_id)
-    rv = _c_init_token(library, slot_id, so_pin, token_label)
-    if rv == 0xA0:  # CKR_PIN_INCORRECT
-        raise HsmError(f"the SO PIN was rejected by token {token_label!r}; not retrying")
-    if rv:
-        raise HsmError(f"C_InitToken on slot {slot_id} failed with CKR 0x{rv:08X}")
-    token = find_token(library, token_label)
-    if token is None:
-        raise HsmError(f"token {token_label!r} did not appear after C_InitToken")
-    session = _open(token, True, None, so_pin)
-    try:
-        with _p11("setting the user PIN"):
-            session.init_pin(user_pin)
-    finally:
-        session.close()
-    result["serial"] = token.serial.decode(errors="replace").strip()
-    return result
-
-
-def _login_guard_so_slot(lib: Any, slot_id: int) -> None:
-    for slot in lib.get_slots(token_present=True):
-        if slot.slot_id == slot_id:
-            token = slot.get_token()
-            if int(token.flags) & int(TokenFlag.TOKEN_INITIALIZED):
-                _login_guard(token, "so")
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The session wrapper
-# --------------------------------------------------------------------------------------------------------------------
-
 _RFC3394_IV = bytes.fromhex("A6A6A6A6A6A6A6A6")
+
+
 _ATTR_REPORT = (
     "token",
     "private",
@@ -519,10 +67,6 @@ _ATTR_REPORT = (
     "unwrap",
     "derive",
 )
-
-
-def _xor(a: bytes | bytearray, b: bytes | bytearray) -> bytearray:
-    return bytearray(x ^ y for x, y in zip(a, b, strict=True))
 
 
 def _wipe(buf: bytearray | None) -> None:
@@ -581,7 +125,7 @@ class HsmToken:
     # ---------------------------------------------------------------- lookup
     def find_key(self, label: str | None = None, id: bytes | None = None, object_class: Any = None) -> Any | None:
         """The one object with this label and/or ID, or None. Two matches are an error."""
-        attrs: dict[Any, Any] = {Attribute.CLASS: object_class or ObjectClass.SECRET_KEY}
+        attrs: dict[Any, Any] = {Attribute.CLASS: _object_class(object_class) or ObjectClass.SECRET_KEY}
         if label is not None:
             attrs[Attribute.LABEL] = label
         if id is not None:
@@ -602,7 +146,7 @@ class HsmToken:
         return key
 
     def list_keys(self, object_class: Any = None) -> list[Any]:
-        attrs = {Attribute.CLASS: object_class} if object_class is not None else {}
+        attrs = {Attribute.CLASS: _object_class(object_class)} if object_class is not None else {}
         with _p11("listing objects"):
             objs = list(self.session.get_objects(attrs))
         return objs
@@ -1055,8 +599,8 @@ class HsmToken:
         mask = bytearray(len(first))
         try:
             for comp in components[1:]:
-                for i, b in enumerate(comp):
-                    mask[i] ^= b
+                for i, byte in enumerate(comp):
+                    mask[i] ^= byte
             a = _RFC3394_IV
             r: list[bytes] = [b""] * n
             for j in range(6):
@@ -1108,7 +652,13 @@ class HsmToken:
         length = None
         if cls == ObjectClass.SECRET_KEY:
             try:
-                length = obj.key_length // 8 if kt == KeyType.AES else {KeyType.DES2: 16, KeyType.DES3: 24}.get(kt)
+                length = (
+                    obj.key_length // 8
+                    if kt == KeyType.AES
+                    else {KeyType.DES2: 16, KeyType.DES3: 24}.get(kt)
+                    if kt is not None
+                    else None
+                )
             except p11e.PKCS11Error:
                 length = None
         info["algorithm"] = _algorithm_name(kt, length)
@@ -1147,3 +697,34 @@ def _algorithm_name(kt: Any, length: int | None) -> str | None:
     if kt == KeyType.AES and length:
         return f"AES-{length * 8}"
     return KeyType(kt).name
+
+
+@contextmanager
+def hsm_session(
+    library: str,
+    token_label: str,
+    user_pin: str | None,
+    rw: bool = True,
+    *,
+    so_pin: str | None = None,
+) -> Iterator[HsmToken]:
+    """Open one session on the token labelled ``token_label`` and log in once (user, or SO when ``so_pin``).
+
+    Yields an :class:`HsmToken`. Session objects created through it disappear when the block ends.
+    """
+    token = find_token(library, token_label)
+    if token is None:
+        raise HsmError(f"no token labelled {token_label!r} in {library}; provision it (playbooks/provision_hsm.yml)")
+    session = _open(token, rw, user_pin, so_pin)
+    try:
+        yield HsmToken(session, token, library)
+    finally:
+        with suppress(p11e.PKCS11Error):
+            session.close()
+
+
+def session_from_params(params: Mapping[str, Any], *, rw: bool = True, so: bool = False) -> Any:
+    """:func:`hsm_session` from the ``tunion.keymgmt.pkcs11`` options: the user, or the SO when ``so``."""
+    if so:
+        return hsm_session(params["pkcs11_library"], params["token_label"], None, rw, so_pin=params["so_pin"])
+    return hsm_session(params["pkcs11_library"], params["token_label"], params["user_pin"], rw)

@@ -6,8 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation as rv
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import KeyPolicy, hsm_session, key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.holder_keys import (
+    destroy_holder_objects,
+    holder_objects,
+)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.policy import KeyPolicy
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import hsm_session
 
 from tests.support.isolated import isolated
 from tunion_lab.scratch_token import SOFTHSM, USER_PIN, temp_token
@@ -24,16 +29,16 @@ def _destroy_holder_objects_on_softhsm_body(tmp_path: Path) -> None:
                     None,
                     KeyPolicy(usage="encrypt", extractable=False),
                 )
-        planned = rv.destroy_holder_objects(hsm, "city-440500", check_mode=True)
+        planned = destroy_holder_objects(hsm, "city-440500", check_mode=True)
         assert {d["label"] for d in planned} == {"recharge.load.v01.city-440500", "internal.kek.v01.city-440500"}
         assert all(len(d["kcv"]) == 6 for d in planned)
-        assert len(rv.holder_objects(hsm, "city-440500")) == 2  # check mode destroyed nothing
-        only_kek = rv.destroy_holder_objects(hsm, "city-440500", key_types=["kek"], check_mode=False)
+        assert len(holder_objects(hsm, "city-440500")) == 2  # check mode destroyed nothing
+        only_kek = destroy_holder_objects(hsm, "city-440500", key_types=["kek"], check_mode=False)
         assert [d["label"] for d in only_kek] == ["internal.kek.v01.city-440500"]
-        rv.destroy_holder_objects(hsm, "city-440500", check_mode=False)
-        assert rv.holder_objects(hsm, "city-440500") == []
-        assert len(rv.holder_objects(hsm, "city-440100")) == 2
-        assert rv.destroy_holder_objects(hsm, "city-440500", check_mode=False) == []  # idempotent
+        destroy_holder_objects(hsm, "city-440500", check_mode=False)
+        assert holder_objects(hsm, "city-440500") == []
+        assert len(holder_objects(hsm, "city-440100")) == 2
+        assert destroy_holder_objects(hsm, "city-440500", check_mode=False) == []  # idempotent
 
 
 def test_destroy_holder_objects_on_softhsm(tmp_path: Path) -> None:

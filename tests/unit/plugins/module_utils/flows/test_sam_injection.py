@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_crypto import SamCrypto
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_injection import (
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import BlacklistError, PolicyError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.sam_injection import (
     Injector,
-    PolicyError,
     plan_keys,
     run_batch,
     summarise,
 )
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_registry import Observed, Registry
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.sam_registry import Registry
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.sam_crypto import SamCrypto
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import hsm_session
+from ansible_collections.tunion.keymgmt.plugins.module_utils.registry_store.sqlite import Observed
 
 from tests.support.reference import kcv_des3, pboc_diversify, strip_parity
 from tests.support.sam import TEST_CATALOGUE, FakeReaders, make_cards, provision_test_keys
@@ -203,14 +204,14 @@ def test_blacklisted_sam_refused_before_any_key_apdu(bench: Bench) -> None:
 
 
 def test_station_blacklist_is_checked_before_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ansible_collections.tunion.keymgmt.plugins.module_utils import blacklist, sam_injection
+    from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import blacklist, sam_injection
 
     assert sam_injection.verified_blacklist(None, str(tmp_path / "none.json")) == {}, "none published yet"
     path = tmp_path / "current.json"
     path.write_text('{"format": "x", "entries": [{"serial": "44010000000000000001"}]}')
 
     def tampered(tok: Any, doc: dict[str, Any], *, city_code: str | None) -> None:
-        raise blacklist.BlacklistError("MAC check failed in the HSM")
+        raise BlacklistError("MAC check failed in the HSM")
 
     monkeypatch.setattr(blacklist, "verify", tampered)
     with pytest.raises(sam_injection.SamError, match="not trustworthy"):

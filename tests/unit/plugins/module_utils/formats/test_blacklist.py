@@ -4,13 +4,17 @@
 
 from __future__ import annotations
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils import blacklist as bl
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.blacklist import (
+    entries_for,
+    next_document,
+    sam_groups,
+)
 
 from tests.support.blacklist_rows import CITIES, ROWS, statuses
 
 
 def test_sams_listed_through_city_holder_and_their_own_status() -> None:
-    entries = bl.entries_for(
+    entries = entries_for(
         ROWS,
         statuses(
             cities={"shantou": {"status": "revoked", "reason": "r", "date": "2026-11-24"}},
@@ -24,7 +28,7 @@ def test_sams_listed_through_city_holder_and_their_own_status() -> None:
         "44010000000000000002": ("suspended", "holder gz-agent"),
         "44010000000000000003": ("revoked", "sam"),
     }
-    assert bl.sam_groups(entries) == {
+    assert sam_groups(entries) == {
         "440500/st-bus": ["44050000000000000001"],
         "440100/gz-agent": ["44010000000000000002"],
         "440100/gz-metro": ["44010000000000000003"],
@@ -32,8 +36,8 @@ def test_sams_listed_through_city_holder_and_their_own_status() -> None:
 
 
 def test_version_rises_only_when_the_list_changes() -> None:
-    first = bl.next_document(None, [], "GD")
+    first = next_document(None, [], "GD")
     assert first["version"] == 1
-    assert bl.next_document(dict(first, mac={}), [], "GD") == first
-    entries = bl.entries_for(ROWS, statuses(), CITIES)
-    assert bl.next_document(first, entries, "GD")["version"] == 2
+    assert next_document(dict(first, mac={}), [], "GD") == first
+    entries = entries_for(ROWS, statuses(), CITIES)
+    assert next_document(first, entries, "GD")["version"] == 2

@@ -6,11 +6,8 @@ import copy
 
 import pytest
 import yaml
-from ansible_collections.tunion.keymgmt.plugins.module_utils.catalogue import (
-    CatalogueError,
-    assert_sam_allowed,
-    load_catalogue,
-)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import CatalogueError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import assert_sam_allowed, load_catalogue
 
 from tunion_lab.lab import REPO
 

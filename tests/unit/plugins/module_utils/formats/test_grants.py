@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import Grant, parse_grants
 
 
 def test_grants_are_checked() -> None:
-    assert dist.parse_grants(["load", {"key_type": "tac", "version": 2}]) == [
-        dist.Grant("load", 1),
-        dist.Grant("tac", 2),
+    assert parse_grants(["load", {"key_type": "tac", "version": 2}]) == [
+        Grant("load", 1),
+        Grant("tac", 2),
     ]
-    with pytest.raises(dist.DistributionError, match="twice"):
-        dist.parse_grants(["load", {"key_type": "load"}])
+    with pytest.raises(DistributionError, match="twice"):
+        parse_grants(["load", {"key_type": "load"}])

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from ansible_collections.tunion.keymgmt.plugins.module_utils import keyblock as kb
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats import keyblock as kb
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding, aes_key_wrap_with_padding
@@ -152,9 +152,9 @@ def test_malformed_blocks_are_refused_with_a_message(block: str, mangle) -> None
 _SOFTHSM_BUILD = r"""
 import json, sys
 from pkcs11 import Attribute as A, KeyType, ObjectClass
-from ansible_collections.tunion.keymgmt.plugins.module_utils import keyblock as kb
-from ansible_collections.tunion.keymgmt.plugins.module_utils.distribution import HsmKeyOps
-from ansible_collections.tunion.keymgmt.plugins.module_utils.hsm import hsm_session
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import HsmKeyOps
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats import keyblock as kb
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import hsm_session
 args = json.loads(sys.argv[1])
 with hsm_session("/usr/lib/softhsm/libsofthsm2.so", "kb", None, so_pin=args["so"]) as so:
     so.session.create_object({A.CLASS: ObjectClass.SECRET_KEY, A.KEY_TYPE: KeyType.AES,

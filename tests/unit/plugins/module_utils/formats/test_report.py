@@ -7,11 +7,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils import enforcement_report as er
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.enforcement import write_report
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.report import (
+    build_report,
+    collect,
+    merge,
+    node_entry,
+)
 
 
 def test_unreachable_node_is_pending_then_enforced_and_the_report_says_so(tmp_path: Path) -> None:
-    first = er.collect(
+    first = collect(
         openbao_result={"changed": True, "cities": {"shantou": {"actions": ["policy city-shantou removed"]}}},
         province_result={"changed": True, "destroyed": []},
         blacklist_result={"changed": True, "version": 2, "groups": {"440500/bus": ["44050000000000000001"]}},
@@ -22,7 +28,7 @@ def test_unreachable_node_is_pending_then_enforced_and_the_report_says_so(tmp_pa
         stations={},
         city_statuses={"shantou": {"status": "revoked"}, "guangzhou": {"status": "active"}},
     )
-    entries, state = er.merge(None, first, "2026-11-24T10:00:00+00:00")
+    entries, state = merge(None, first, "2026-11-24T10:00:00+00:00")
     states = {e["target"]: e["state"] for e in entries}
     assert states == {
         "openbao:openbao": "enforced",
@@ -32,17 +38,17 @@ def test_unreachable_node_is_pending_then_enforced_and_the_report_says_so(tmp_pa
         "sam_group:440500/bus": "enforced",
     }
     second = [
-        er.node_entry("shantou", {"changed": True, "destroyed": [{"label": "recharge.load.v01.city-440500"}]}),
+        node_entry("shantou", {"changed": True, "destroyed": [{"label": "recharge.load.v01.city-440500"}]}),
     ]
-    entries2, state2 = er.merge(state, second, "2026-11-24T11:00:00+00:00")
+    entries2, state2 = merge(state, second, "2026-11-24T11:00:00+00:00")
     shantou = next(e for e in entries2 if e["target"] == "node:shantou")
     assert shantou["state"] == "enforced"
     assert shantou["after"] == "unreachable since 2026-11-24T10:00:00+00:00"
     assert state2["parts"]["node:shantou"]["state"] == "enforced"
-    report = er.build_report(
+    report = build_report(
         entries2, started_at="a", finished_at="2026-11-24T11:00:00+00:00", statuses={}, trigger="test"
     )
-    paths = er.write_report(report, str(tmp_path))
+    paths = write_report(report, str(tmp_path))
     text = Path(paths["text"]).read_text()
     assert "was unreachable since 2026-11-24T10:00:00+00:00" in text
     assert "recharge.load.v01.city-440500" in text
@@ -51,6 +57,6 @@ def test_unreachable_node_is_pending_then_enforced_and_the_report_says_so(tmp_pa
 
 def test_pending_part_not_in_this_run_is_carried_over() -> None:
     state = {"parts": {"node:shantou": {"state": "unreachable", "at": "t0", "since": "t0"}}}
-    entries, new_state = er.merge(state, [], "t1")
+    entries, new_state = merge(state, [], "t1")
     assert entries[0]["target"] == "node:shantou" and entries[0]["carried"]
     assert new_state["parts"]["node:shantou"]["state"] == "unreachable"

@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 import pytest
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import parse_day
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.rotation import effective_targets, plan
 
 
 def test_rotation_plan_for_shared_keys_only() -> None:
-    from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation_rotation as rot
 
     catalogue = [
         {"name": "purchase", "scope": "city", "holders": ["hsm", "sam"], "versions": [{"version": 1}, {"version": 2}]},
@@ -37,7 +38,7 @@ def test_rotation_plan_for_shared_keys_only() -> None:
         {"serial": "A", "city_code": "440100", "status": "active"},
         {"serial": "B", "city_code": "440500", "status": "active"},
     ]
-    result = rot.plan(
+    result = plan(
         catalogue,
         grants,
         statuses,
@@ -51,7 +52,7 @@ def test_rotation_plan_for_shared_keys_only() -> None:
     assert result["missing_versions"] == ["load_shared.v01: the catalogue declares no newer version - add one"]
     assert result["reload_sams"] == ["A"]
     assert result["retired"] == []  # grace not over on 2026-12-01
-    later = rot.plan(catalogue, grants, statuses, grace_days=30, today="2026-12-24")
+    later = plan(catalogue, grants, statuses, grace_days=30, today="2026-12-24")
     assert later["retired"] == ["psam_shared.v01"] and later["destroy_versions"] == ["psam_shared.v01"]
 
 
@@ -72,16 +73,15 @@ def _grants(*cities: str) -> dict[str, list[dict]]:
 
 
 def test_rotation_is_recorded_and_survives_reinstatement() -> None:
-    from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation_rotation as rot
 
     grants = _grants("shantou", "guangzhou")
     revoked = {"shantou": {"status": "revoked", "date": "2026-11-24"}, "guangzhou": {"status": "active"}}
-    first = rot.plan(SHARED_CATALOGUE, grants, revoked, grace_days=30, today="2026-11-24")
+    first = plan(SHARED_CATALOGUE, grants, revoked, grace_days=30, today="2026-11-24")
     (rotation,) = first["rotations"]
     assert (rotation["old_version"], rotation["new_version"], rotation["because"]) == (1, 2, ["shantou"])
     assert first["issue"] == [{"key": "load_auth", "version": 2}]
     targets = [{"city": c, "city_code": "x", "grants": g} for c, g in grants.items()]
-    during = rot.effective_targets(targets, first, ["guangzhou"])
+    during = effective_targets(targets, first, ["guangzhou"])
     assert during == [
         {
             "city": "guangzhou",
@@ -96,14 +96,13 @@ def test_rotation_is_recorded_and_survives_reinstatement() -> None:
     # the city is reinstated: the recorded rotation stays, and after the grace period v1 is gone for everyone
     record = {k: rotation[k] for k in ("key_type", "old_version", "new_version", "since", "retire_after", "because")}
     back = {"shantou": {"status": "active"}, "guangzhou": {"status": "active"}}
-    after = rot.plan(SHARED_CATALOGUE, grants, back, grace_days=30, recorded=[record], today="2026-12-24")
+    after = plan(SHARED_CATALOGUE, grants, back, grace_days=30, recorded=[record], today="2026-12-24")
     assert after["retired"] == ["load_auth.v01"]
-    for target in rot.effective_targets(targets, after, ["shantou", "guangzhou"]):
+    for target in effective_targets(targets, after, ["shantou", "guangzhou"]):
         assert target["grants"] == [{"key_type": "load", "version": 1}, {"key_type": "load_auth", "version": 2}]
 
 
 def test_second_revocation_after_a_rotation_needs_the_next_version() -> None:
-    from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation_rotation as rot
 
     record = {
         "key_type": "load_auth",
@@ -119,18 +118,17 @@ def test_second_revocation_after_a_rotation_needs_the_next_version() -> None:
         "guangzhou": {"status": "active"},
     }
     grants = _grants("shantou", "zhuhai", "guangzhou")
-    result = rot.plan(SHARED_CATALOGUE, grants, statuses, grace_days=30, recorded=[record], today="2026-12-30")
+    result = plan(SHARED_CATALOGUE, grants, statuses, grace_days=30, recorded=[record], today="2026-12-30")
     pairs = [(r["old_version"], r["new_version"], r["because"]) for r in result["rotations"]]
     assert pairs == [(1, 2, ["shantou", "zhuhai"]), (2, 3, ["zhuhai"])]  # zhuhai held v2 too
-    grants_now = rot.effective_targets([{"city": "guangzhou", "grants": grants["guangzhou"]}], result, ["guangzhou"])
+    grants_now = effective_targets([{"city": "guangzhou", "grants": grants["guangzhou"]}], result, ["guangzhou"])
     assert [g["version"] for g in grants_now[0]["grants"] if g["key_type"] == "load_auth"] == [2, 3]
 
 
 def test_revoked_key_version_is_taken_from_every_grant() -> None:
-    from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation_rotation as rot
 
     grants = _grants("guangzhou")
-    result = rot.plan(
+    result = plan(
         SHARED_CATALOGUE,
         grants,
         {"guangzhou": {"status": "active"}},
@@ -138,10 +136,10 @@ def test_revoked_key_version_is_taken_from_every_grant() -> None:
         key_versions={"load.v01": {"status": "revoked"}, "load_auth.v01": {"status": "suspended"}},
     )
     assert result["destroy_versions"] == ["load.v01"] and result["rotations"] == []
-    (target,) = rot.effective_targets([{"city": "guangzhou", "grants": grants["guangzhou"]}], result, ["guangzhou"])
+    (target,) = effective_targets([{"city": "guangzhou", "grants": grants["guangzhou"]}], result, ["guangzhou"])
     assert target["grants"] == [{"key_type": "load_auth", "version": 1}]
     # a revoked version of a shared key: everyone moves to the next version at once
-    shared = rot.plan(
+    shared = plan(
         SHARED_CATALOGUE,
         grants,
         {"guangzhou": {"status": "active"}},
@@ -151,12 +149,11 @@ def test_revoked_key_version_is_taken_from_every_grant() -> None:
     )
     assert [(r["old_version"], r["new_version"]) for r in shared["rotations"]] == [(1, 2)]
     assert shared["destroy_versions"] == ["load_auth.v01"]
-    (target,) = rot.effective_targets([{"city": "guangzhou", "grants": grants["guangzhou"]}], shared, ["guangzhou"])
+    (target,) = effective_targets([{"city": "guangzhou", "grants": grants["guangzhou"]}], shared, ["guangzhou"])
     assert target["grants"] == [{"key_type": "load", "version": 1}, {"key_type": "load_auth", "version": 2}]
 
 
 def test_a_bad_day_is_refused() -> None:
-    from ansible_collections.tunion.keymgmt.plugins.module_utils import revocation_rotation as rot
 
     with pytest.raises(ValueError, match="is not a day"):
-        rot.parse_day("24/11/2026")
+        parse_day("24/11/2026")

@@ -8,7 +8,8 @@ import io
 from pathlib import Path
 
 import pytest
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_registry import Registry, RegistryError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import RegistryError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.sam_registry import Registry
 
 HEADER = "serial,city_code,holder,status,station,note\n"
 

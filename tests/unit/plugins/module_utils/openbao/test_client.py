@@ -5,9 +5,9 @@ from __future__ import annotations
 import hvac.exceptions
 import pytest
 import requests.exceptions
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao import (
-    OPENBAO_ARGSPEC,
-    OpenBaoError,
+from ansible_collections.tunion.keymgmt.plugins.module_utils.argspec import OPENBAO as OPENBAO_ARGSPEC
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import OpenBaoError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import (
     OpenBaoSettings,
     connect,
     describe,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.layout import OpenBaoLayout
 
 
 def test_city_policy_is_scoped_to_the_city() -> None:
-    hcl = dist.city_policy_hcl("zhuhai")
+    hcl = OpenBaoLayout().city_policy_hcl("zhuhai")
     paths = [line.split('"')[1] for line in hcl.splitlines() if line.startswith("path")]
     assert all("zhuhai" in p or p.startswith("auth/token/") for p in paths)
     assert not any("province" in p or (p.endswith("/*") and "blocks" not in p) for p in paths)

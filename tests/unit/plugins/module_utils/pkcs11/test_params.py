@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11_derive import key_derivation_string_data
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.params import key_derivation_string_data
 
 
 def test_derivation_param_is_a_pointer_to_live_data():

@@ -7,8 +7,15 @@ import os
 import subprocess
 
 import pytest
-from ansible_collections.tunion.keymgmt.plugins.module_utils import hsm
-from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11_derive import key_derivation_string_data
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import HsmError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import key_id, key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.algorithms import (
+    diversification_data,
+    pboc_derivation_data,
+)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.params import key_derivation_string_data
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.policy import KeyPolicy
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import HsmToken, hsm_session
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.constants import DEFAULT
 
@@ -17,7 +24,7 @@ from tunion_lab.ministry_test_keys import TEST_COMPONENTS, clear_test_key
 from tunion_lab.scratch_token import SO_PIN, SOFTHSM, USER_PIN, temp_token
 
 TODAY = dt.date.today()
-VALID = hsm.KeyPolicy(start_date=TODAY - dt.timedelta(days=1), end_date=TODAY + dt.timedelta(days=365))
+VALID = KeyPolicy(start_date=TODAY - dt.timedelta(days=1), end_date=TODAY + dt.timedelta(days=365))
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +35,11 @@ def token_dir():
 
 @pytest.fixture
 def tok(token_dir):
-    with hsm.hsm_session(SOFTHSM, "unit", USER_PIN) as t:
+    with hsm_session(SOFTHSM, "unit", USER_PIN) as t:
         yield t
 
 
-def _import_clear(tok: hsm.HsmToken, value: bytes, kt=KeyType.DES2, caps=None):
+def _import_clear(tok: HsmToken, value: bytes, kt=KeyType.DES2, caps=None):
     """Tests only: load a known key as a session object (production keys never take this path)."""
     attrs = {
         Attribute.CLASS: ObjectClass.SECRET_KEY,
@@ -45,18 +52,16 @@ def _import_clear(tok: hsm.HsmToken, value: bytes, kt=KeyType.DES2, caps=None):
     return tok.session.create_object(attrs)
 
 
-def _count(tok: hsm.HsmToken) -> int:
+def _count(tok: HsmToken) -> int:
     return len(tok.list_keys())
 
 
 def test_diversification_data():
-    assert hsm.diversification_data("440100") == bytes.fromhex("0000000000440100")
-    assert hsm.diversification_data("3100440100000001234") == bytes.fromhex("0440100000001234")
-    assert hsm.pboc_derivation_data(bytes.fromhex("0000000000440100")) == bytes.fromhex(
-        "0000000000440100FFFFFFFFFFBBFEFF"
-    )
-    with pytest.raises(hsm.HsmError):
-        hsm.diversification_data("44-01")
+    assert diversification_data("440100") == bytes.fromhex("0000000000440100")
+    assert diversification_data("3100440100000001234") == bytes.fromhex("0440100000001234")
+    assert pboc_derivation_data(bytes.fromhex("0000000000440100")) == bytes.fromhex("0000000000440100FFFFFFFFFFBBFEFF")
+    with pytest.raises(HsmError):
+        diversification_data("44-01")
 
 
 def test_kcv_known_answers(tok):
@@ -72,14 +77,14 @@ def test_kcv_known_answers(tok):
 def test_pboc_diversification_known_answer(tok):
     mk_value = clear_test_key("purchase")
     mk = _import_clear(tok, mk_value, caps={Attribute.DERIVE: True})
-    d = hsm.diversification_data("440100")
+    d = diversification_data("440100")
     expected = pboc_diversify(mk_value, d)
     dk = tok.derive_pboc(mk, "440100")  # transient session key with encrypt/sign, inside the HSM
     assert tok.kcv(dk) == kcv_des3(expected)
     block = bytes.fromhex("0123456789ABCDEF")
     assert tok.encrypt(dk, block) == des3_ecb(expected, block)
     # And byte for byte, on a tests-only extractable copy derived through the same packed parameter.
-    with key_derivation_string_data(hsm.pboc_derivation_data(d)) as param:
+    with key_derivation_string_data(pboc_derivation_data(d)) as param:
         raw = mk.derive_key(
             KeyType.DES2,
             128,
@@ -91,8 +96,8 @@ def test_pboc_diversification_known_answer(tok):
 
 
 def test_generate_and_describe(tok):
-    label = hsm.key_label("recharge", "load", 9)
-    key = tok.generate_secret("3DES-2KEY", label, hsm.key_id("recharge", 0x21, 9), VALID)
+    label = key_label("recharge", "load", 9)
+    key = tok.generate_secret("3DES-2KEY", label, key_id("recharge", 0x21, 9), VALID)
     info = tok.describe(key)
     assert info["label"] == label and info["type"] == "load" and info["version"] == 9
     assert info["algorithm"] == "3DES-2KEY" and len(info["kcv"]) == 6
@@ -109,7 +114,7 @@ def test_components_combined_inside_hsm(tok, n):
     for c in comps[1:]:
         clear = bytes(a ^ b for a, b in zip(clear, c, strict=True))
     kcvs = [kcv_des3(bytes(c)) for c in comps]
-    label = hsm.key_label("consumption", "purchase", 0x70 + n)
+    label = key_label("consumption", "purchase", 0x70 + n)
     key, kcv = tok.import_components(
         "3DES-2KEY", comps, kcvs, expected_kcv=kcv_des3(clear), label=label, id=None, policy=VALID
     )
@@ -130,7 +135,7 @@ def test_aes_components(tok):
         expected_kcv=None,
         label="internal.t.v01.province",
         id=None,
-        policy=hsm.KeyPolicy(usage="kek"),
+        policy=KeyPolicy(usage="kek"),
         kcv_method="cmac",
     )
     assert kcv == kcv_aes(clear, "cmac")
@@ -142,7 +147,7 @@ def test_wrong_component_kcv_leaves_token_unchanged(tok):
     kcvs = [kcv_des3(bytes(c)) for c in comps]
     kcvs[1] = b"\x00\x00\x01"
     before = _count(tok)
-    with pytest.raises(hsm.HsmError, match="component 2 of 3 does not match its KCV") as err:
+    with pytest.raises(HsmError, match="component 2 of 3 does not match its KCV") as err:
         tok.import_components(
             "3DES-2KEY", comps, kcvs, expected_kcv=None, label="consumption.tac.v05.province", id=None, policy=VALID
         )
@@ -154,7 +159,7 @@ def test_wrong_combined_kcv_leaves_token_unchanged(tok):
     comps = [bytearray.fromhex(c) for c in TEST_COMPONENTS["tac"]]
     kcvs = [kcv_des3(bytes(c)) for c in comps]
     before = _count(tok)
-    with pytest.raises(hsm.HsmError, match="differs from the expected"):
+    with pytest.raises(HsmError, match="differs from the expected"):
         tok.import_components(
             "3DES-2KEY",
             comps,
@@ -169,57 +174,57 @@ def test_wrong_combined_kcv_leaves_token_unchanged(tok):
 
 def test_sm4_refused_clearly(tok):
     before = _count(tok)
-    with pytest.raises(hsm.HsmError, match=r"offers no SM4 mechanism.*no fallback"):
+    with pytest.raises(HsmError, match=r"offers no SM4 mechanism.*no fallback"):
         tok.generate_secret("SM4", "consumption.sm4.v01.province", None, VALID)
     assert _count(tok) == before
 
 
 def test_missing_key_and_token(tok):
-    with pytest.raises(hsm.HsmError, match="no key labelled"):
+    with pytest.raises(HsmError, match="no key labelled"):
         tok.get_key("consumption.nothing.v01.province")
-    with pytest.raises(hsm.HsmError, match="no token labelled 'absent'"), hsm.hsm_session(SOFTHSM, "absent", "1"):
+    with pytest.raises(HsmError, match="no token labelled 'absent'"), hsm_session(SOFTHSM, "absent", "1"):
         pass
 
 
 def test_key_outside_validity_is_refused(tok):
-    expired = hsm.KeyPolicy(start_date=dt.date(2020, 1, 1), end_date=dt.date(2021, 1, 1))
+    expired = KeyPolicy(start_date=dt.date(2020, 1, 1), end_date=dt.date(2021, 1, 1))
     key = tok.generate_secret("3DES-2KEY", "recharge.old.v01.province", None, expired)
     # SoftHSM cannot read back dates of private objects: the catalogue supplies them.
     tok.validity_lookup = lambda label: (dt.date(2020, 1, 1), dt.date(2021, 1, 1))
-    with pytest.raises(hsm.HsmError, match="expired on 2021-01-01"):
+    with pytest.raises(HsmError, match="expired on 2021-01-01"):
         tok.derive_pboc(key, "440100")
     tok.destroy(key)
 
 
 def test_wrap_only_under_trusted_kek(token_dir):
-    with hsm.hsm_session(SOFTHSM, "unit", None, so_pin=SO_PIN) as so:
+    with hsm_session(SOFTHSM, "unit", None, so_pin=SO_PIN) as so:
         so.generate_secret(
             "AES-256",
             "internal.kek.v01.city-440100",
             None,
-            hsm.KeyPolicy(usage="kek", trusted=True, private=False, extractable=False, token=True),
+            KeyPolicy(usage="kek", trusted=True, private=False, extractable=False, token=True),
         )
-    with hsm.hsm_session(SOFTHSM, "unit", USER_PIN) as tok:
+    with hsm_session(SOFTHSM, "unit", USER_PIN) as tok:
         trusted = tok.get_key("internal.kek.v01.city-440100")
         untrusted = tok.generate_secret(
-            "AES-256", "internal.kek.v02.province", None, hsm.KeyPolicy(usage="kek", token=False)
+            "AES-256", "internal.kek.v02.province", None, KeyPolicy(usage="kek", token=False)
         )
         key = tok.generate_secret("3DES-2KEY", "recharge.load.v33.province", None, VALID)
-        with pytest.raises(hsm.HsmError, match="trusted KEK"):
+        with pytest.raises(HsmError, match="trusted KEK"):
             tok.wrap(untrusted, key)
         blob = tok.wrap(trusted, key)
-        back = tok.unwrap(trusted, blob, "3DES-2KEY", label=None, id=None, policy=hsm.KeyPolicy(token=False))
+        back = tok.unwrap(trusted, blob, "3DES-2KEY", label=None, id=None, policy=KeyPolicy(token=False))
         assert tok.kcv(back) == tok.kcv(key)
         tok.destroy(key)
         tok.destroy(trusted)
 
 
 def test_pkcs11_tool_lists_same_labels_and_ids(token_dir):
-    with hsm.hsm_session(SOFTHSM, "unit", USER_PIN) as tok:
+    with hsm_session(SOFTHSM, "unit", USER_PIN) as tok:
         labels = {}
         for holder in ("province", "city-440100"):
-            label = hsm.key_label("recharge", "maintenance", 1, holder)
-            kid = hsm.key_id("recharge", 0x22, 1, holder)
+            label = key_label("recharge", "maintenance", 1, holder)
+            kid = key_id("recharge", 0x22, 1, holder)
             tok.generate_secret("3DES-2KEY", label, kid, VALID)
             labels[label] = kid.hex()
     out = subprocess.run(

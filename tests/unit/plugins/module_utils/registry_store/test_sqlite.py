@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ansible_collections.tunion.keymgmt.plugins.module_utils.sam_registry import Observed, RegistryError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import RegistryError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.registry_store.sqlite import Observed
 
 
 def test_observed_upsert_and_queries(tmp_path: Path) -> None:

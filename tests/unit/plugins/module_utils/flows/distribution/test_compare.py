@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils import distribution as dist
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.compare import compare_status
 
 
 def test_compare_lists_every_kind_of_difference() -> None:
@@ -11,7 +11,7 @@ def test_compare_lists_every_kind_of_difference() -> None:
         "a": {"keys": {"x.v01": {"kcv": "AAAAAA"}, "y.v01": {"kcv": "000000"}, "z.v01": {"kcv": "1"}}},
         "b": None,
     }
-    problems = {(d["city"], d["key"], d["problem"]) for d in dist.compare_status(expected, reported)}
+    problems = {(d["city"], d["key"], d["problem"]) for d in compare_status(expected, reported)}
     assert problems == {
         ("a", "y.v01", "KCV differs"),
         ("a", "z.v01", "installed but not granted"),

@@ -1,0 +1,241 @@
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""City side: install the KEK and the verified key blocks (all or nothing), retire withdrawn keys, report the KCVs."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import city_holder, key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import (
+    KEK_TYPE,
+    RSA_TYPE,
+    HsmKeyOps,
+    fingerprint,
+    installed_policy,
+    kcv_hex,
+    kek_policy,
+)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.holder_keys import destroy_holder_objects
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats import keyblock
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import OpenBao
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.policy import KeyPolicy
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import HsmToken
+
+STATUS_FORMAT = 1
+
+
+def install_kek(
+    hsm: HsmToken, bao: OpenBao, city: str, city_code: str, check_mode: bool
+) -> tuple[bool, dict[str, Any] | None, Any]:
+    """Install the KEK from the envelope if the token lacks it. Returns (changed, kek info, kek object)."""
+    envelope = bao.kv_read(bao.layout.mount, bao.layout.city(city, "kek"))
+    if not envelope:
+        return False, None, None
+    data = envelope["data"]
+    version, want_kcv = int(data["kek_version"]), str(data["kek_kcv"]).upper()
+    label = key_label("internal", KEK_TYPE, version, city_holder(city_code))
+    kek = hsm.find_key(label=label)
+    info = {"version": version, "kcv": want_kcv}
+    if kek is not None:
+        have = kcv_hex(hsm, kek)
+        if have != want_kcv:
+            raise DistributionError(
+                f"city {city}: the token's KEK v{version} has KCV {have}, the province published {want_kcv}: "
+                "the province must rotate the KEK (raise its version)"
+            )
+        return False, info, kek
+    rsa_label = key_label("internal", RSA_TYPE, 1, city_holder(city_code))
+    priv = hsm.find_key(label=rsa_label, object_class="private_key")
+    pub = hsm.find_key(label=rsa_label, object_class="public_key")
+    if priv is None or pub is None:
+        raise DistributionError(f"city {city}: the RSA transport pair {rsa_label!r} is missing; re-enrol the city")
+    if fingerprint(hsm.public_key_der(pub)) != data.get("rsa_fingerprint"):
+        raise DistributionError(
+            f"city {city}: the KEK envelope was made for another public key; wait for the province to re-wrap it"
+        )
+    blob = base64.b64decode(data["wrapped_kek"])
+
+    def unwrap_kek(label: str | None, token: bool) -> Any:
+        return hsm.unwrap(
+            priv,
+            blob,
+            "AES-256",
+            label=label,
+            id=None,
+            policy=kek_policy(province=False, token=token),
+            mechanism="rsa-oaep",
+        )
+
+    # a session copy first: its KCV is checked before anything is stored; in check mode it stands in for the KEK
+    probe = unwrap_kek(None, False)
+    have = kcv_hex(hsm, probe)
+    if have != want_kcv:
+        hsm.destroy(probe)
+        raise DistributionError(f"city {city}: unwrapped KEK has KCV {have}, envelope says {want_kcv}; not installed")
+    if check_mode:
+        return True, info, probe
+    hsm.destroy(probe)
+    return True, info, unwrap_kek(label, True)
+
+
+@dataclass
+class VerifiedBlock:
+    name: str
+    parsed: keyblock.ParsedBlock
+    label: str
+    installed: bool
+
+
+def fetch_blocks(bao: OpenBao, city: str) -> dict[str, str]:
+    blocks = {}
+    for name in bao.kv_list(bao.layout.mount, bao.layout.city(city, "blocks")):
+        record = bao.kv_read(bao.layout.mount, bao.layout.city(city, f"blocks/{name}"))
+        if record:
+            blocks[name] = str(record["data"].get("block", ""))
+    return blocks
+
+
+def verify_blocks(
+    hsm: HsmToken, *, kek: Any, kek_info: dict[str, Any], city: str, city_code: str, blocks: dict[str, str]
+) -> list[VerifiedBlock]:
+    """Every block: MAC (in the HSM), city, validity, KEK; then the KCV on a transient unwrap. All or nothing."""
+    ops = HsmKeyOps(hsm)
+    verified = []
+    for name, text in sorted(blocks.items()):
+        try:
+            parsed = keyblock.verify(ops, kek, text, city=city_code, kek_version=kek_info["version"])
+        except keyblock.KeyBlockError as exc:
+            raise DistributionError(f"city {city}, block {name}: {exc}") from None
+        header = parsed.header
+        if header.kek_kcv != kek_info["kcv"]:
+            raise DistributionError(f"city {city}, block {name}: made under another KEK; nothing installed")
+        label = key_label(header.key_class, header.key_type, header.version, city_holder(city_code))
+        existing = hsm.find_key(label=label)
+        if existing is not None:
+            have = kcv_hex(hsm, existing)
+            if have != header.kcv:
+                raise DistributionError(
+                    f"city {city}: token holds {label} with KCV {have} but the province's block says {header.kcv}; "
+                    "a key version never changes value: nothing installed, tell the province"
+                )
+            verified.append(VerifiedBlock(name, parsed, label, True))
+            continue
+        probe = hsm.unwrap(
+            kek,
+            parsed.body,
+            header.algorithm,
+            label=None,
+            id=None,
+            policy=KeyPolicy(usage="encrypt", token=False, extractable=False),
+        )
+        try:
+            have = kcv_hex(hsm, probe)
+        finally:
+            hsm.destroy(probe)
+        if have != header.kcv:
+            raise DistributionError(
+                f"city {city}, block {name}: unwrapped key has KCV {have}, the header says {header.kcv}; "
+                "nothing installed"
+            )
+        verified.append(VerifiedBlock(name, parsed, label, False))
+    return verified
+
+
+def install_verified(hsm: HsmToken, kek: Any, verified: list[VerifiedBlock]) -> list[str]:
+    done = []
+    for item in verified:
+        if item.installed:
+            continue
+        header = item.parsed.header
+        hsm.unwrap(
+            kek,
+            item.parsed.body,
+            header.algorithm,
+            label=item.label,
+            id=None,
+            policy=installed_policy(header.key_class),
+        )
+        done.append(item.label)
+    return done
+
+
+def install_for_city(bao: OpenBao, hsm: HsmToken, city: str, code: str, *, check_mode: bool) -> dict[str, Any]:
+    """The city's whole pass: KEK, fetch, verify every block (all or nothing), install, report the KCVs."""
+    kek_changed, kek_info, kek = install_kek(hsm, bao, city, code, check_mode)
+    if (kek is None or kek_info is None) and check_mode:  # enrolling in this same check run: nothing to verify yet
+        return {
+            "changed": True,
+            "installed": [],
+            "keys": {},
+            "kek": None,
+            "kek_installed": True,
+            "status_reported": True,
+            "note": "no KEK envelope yet: the city would be enrolled first",
+        }
+    if kek is None or kek_info is None:
+        raise DistributionError(
+            f"city {city}: OpenBao holds no KEK envelope for it yet - enrol it (tunion.keymgmt.city_enrol), "
+            "then let the province publish (tunion.keymgmt.keyblock_publish)"
+        )
+    blocks = fetch_blocks(bao, city)
+    verified = verify_blocks(hsm, kek=kek, kek_info=kek_info, city=city, city_code=code, blocks=blocks)
+    installed = [v.label for v in verified if not v.installed] if check_mode else install_verified(hsm, kek, verified)
+    retired = retire_keys(hsm, code, {v.label for v in verified}, check_mode)
+    record = status_record(city, code, kek_info, verified)
+    reported = report_status(bao, city, record, check_mode)
+    return {
+        "changed": kek_changed or bool(installed) or bool(retired) or reported,
+        "installed": installed,
+        "retired": retired,
+        "keys": record["keys"],
+        "kek": kek_info,
+        "kek_installed": kek_changed,
+        "status_reported": reported,
+    }
+
+
+def retire_keys(hsm: HsmToken, city_code: str, keep: set[str], check_mode: bool) -> list[dict[str, str]]:
+    """Destroy the city's granted keys that no block carries any more (a retired, revoked or withdrawn version):
+    every object labelled for this city except its KEKs, its RSA transport pair and the keys of ``keep``. Returns
+    label, object class and KCV of each (never a value)."""
+    return destroy_holder_objects(
+        hsm,
+        city_holder(city_code),
+        select=lambda name: name.key_type not in (KEK_TYPE, RSA_TYPE) and name.label not in keep,
+        check_mode=check_mode,
+    )
+
+
+def status_record(city: str, city_code: str, kek_info: dict[str, Any] | None, verified: list[VerifiedBlock]) -> dict:
+    return {
+        "format": STATUS_FORMAT,
+        "city": city,
+        "city_code": city_code,
+        "kek": kek_info,
+        "keys": {
+            v.name: {
+                "key_type": v.parsed.header.key_type,
+                "version": v.parsed.header.version,
+                "kcv": v.parsed.header.kcv,
+                "label": v.label,
+            }
+            for v in verified
+        },
+    }
+
+
+def report_status(bao: OpenBao, city: str, record: dict[str, Any], check_mode: bool) -> bool:
+    current = bao.kv_read(bao.layout.mount, bao.layout.city(city, "status"))
+    if current:
+        previous = {k: v for k, v in current["data"].items() if k != "reported_at"}
+        if previous == record:
+            return False
+    if not check_mode:
+        stamped = dict(record, reported_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+        bao.kv_write(bao.layout.mount, bao.layout.city(city, "status"), stamped)
+    return True

@@ -1,0 +1,96 @@
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Keys of distribution in an HSM: the key-block HSM adapter, KEK and installed-key policies, KCVs, and the
+province's index of its own keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import parse_key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import load_catalogue
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.policy import KeyPolicy
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import HsmToken
+
+KEK_TYPE = "kek"
+
+
+RSA_TYPE = "transport_rsa"
+
+
+RSA_BITS = 3072
+
+
+KCV_METHOD = "ecb"
+
+
+def fingerprint(public_der: bytes) -> str:
+    """KCV-like fingerprint of a public key: the first 8 bytes of SHA-256 over its PKCS#1 DER, in hex."""
+    return hashlib.sha256(public_der).hexdigest()[:16].upper()
+
+
+class HsmKeyOps:
+    """`KeyBlockHsm` over an hsm.HsmToken: KWP wrap, KBAK derivation and CMAC, all in the HSM."""
+
+    def __init__(self, hsm: HsmToken) -> None:
+        self.hsm = hsm
+
+    def wrap_kwp(self, kek: Any, key: Any) -> bytes:
+        return self.hsm.wrap(kek, key, mechanism="aes-key-wrap-pad")
+
+    def _kbak(self, kek: Any, derivation: bytes) -> Any:
+        # A transient AES-256 MAC key, ECB(KEK, derivation data) computed by CKM_AES_ECB_ENCRYPT_DATA.
+        return self.hsm.derive_ecb(
+            kek,
+            derivation,
+            algorithm="AES-256",
+            policy=KeyPolicy(usage="mac", token=False, extractable=False),
+            check_validity=False,
+        )
+
+    def cmac(self, kek: Any, derivation: bytes, data: bytes) -> bytes:
+        kbak = self._kbak(kek, derivation)
+        try:
+            return self.hsm.cmac(kbak, data)
+        finally:
+            self.hsm.destroy(kbak)
+
+    def cmac_verify(self, kek: Any, derivation: bytes, data: bytes, mac: bytes) -> bool:
+        return hmac.compare_digest(self.cmac(kek, derivation, data), mac)
+
+
+def kek_policy(*, province: bool, token: bool = True) -> KeyPolicy:
+    """Province: a trusted KEK (only trusted KEKs may wrap the project's keys; SoftHSM lets the SO create trusted
+    objects only as public ones), wrappable under the city's trusted RSA key. City: private, never extractable."""
+    if province:
+        return KeyPolicy(usage="kek", private=False, extractable=True, trusted=True, extra={"derive": True})
+    return KeyPolicy(usage="kek", token=token, extractable=False, extra={"derive": True})
+
+
+def installed_policy(key_class: str) -> KeyPolicy:
+    """Keys a city receives: sensitive, never extractable (header exportability N), usable for derivation."""
+    del key_class
+    return KeyPolicy(usage="derive", extractable=False, extra={"encrypt": True})
+
+
+def kcv_hex(hsm: HsmToken, key: Any) -> str:
+    return hsm.kcv(key, KCV_METHOD).hex().upper()
+
+
+def use_catalogue(hsm: HsmToken, catalogue: list[dict[str, Any]] | None) -> None:
+    """Let the token find validity periods in the catalogue (SoftHSM cannot return a private key's dates)."""
+    if catalogue:
+        hsm.validity_lookup = load_catalogue(catalogue).validity_for
+
+
+def province_key_index(hsm: HsmToken) -> dict[tuple[str, int, str], Any]:
+    """(type, version, holder) -> key object for every project-labelled secret key in the province token."""
+    index = {}
+    for obj in hsm.list_keys("secret_key"):
+        name = parse_key_label(obj.label or "")
+        if name is not None:
+            index[(name.key_type, name.version, name.holder)] = (obj, name.key_class)
+    return index

@@ -1,0 +1,102 @@
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The SAM blacklist document (docs/blacklist.md): its entries, canonical body, next version and fingerprint.
+
+Every SAM that is revoked or suspended - itself, or through its city operator or its holder (粤交〔2019〕11号
+第十七条) - is listed with the most severe status that applies. Signing and verifying happen in an HSM
+(flows/blacklist.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import now
+
+FORMAT = "TUNION-SAMBL-1"
+
+
+SEVERITY = {"active": 0, "suspended": 1, "revoked": 2}
+
+
+def entries_for(
+    rows: list[dict[str, str]],
+    statuses: dict[str, dict[str, dict[str, Any]]],
+    cities: dict[str, str],
+) -> list[dict[str, str]]:
+    """Blacklisted SAMs: rows are registry assignments (serial, city_code, holder, status); statuses is the status in
+    force per kind and name. A SAM is listed with the most severe of its own, its city's and its holder's status."""
+    city_by_code = {code: name for name, code in cities.items()}
+    sams, holders, city_status = statuses.get("sams", {}), statuses.get("holders", {}), statuses.get("cities", {})
+    listed: dict[str, dict[str, str]] = {}
+    seen = set()
+    for row in rows:
+        serial = row["serial"].upper()
+        seen.add(serial)
+        reasons = [({"status": row.get("status", "active"), "reason": "SAM registry", "date": ""}, "sam")]
+        if serial in sams:
+            reasons.append((sams[serial], "sam"))
+        if row.get("holder") in holders:
+            reasons.append((holders[row["holder"]], f"holder {row['holder']}"))
+        city = city_by_code.get(row.get("city_code", ""))
+        if city and city in city_status:
+            reasons.append((city_status[city], f"city {city}"))
+        worst, why = max(reasons, key=lambda r: SEVERITY.get(r[0].get("status", "active"), 0))
+        if worst.get("status", "active") != "active":
+            listed[serial] = {
+                "serial": serial,
+                "city_code": row.get("city_code", ""),
+                "holder": row.get("holder", ""),
+                "status": worst["status"],
+                "cause": why,
+                "reason": worst.get("reason", ""),
+                "since": worst.get("date", ""),
+            }
+    for serial, status in sams.items():  # a SAM given a status but absent from the registry is still listed
+        if serial not in seen and status.get("status") != "active":
+            listed[serial] = {
+                "serial": serial,
+                "city_code": "",
+                "holder": "",
+                "status": status["status"],
+                "cause": "sam",
+                "reason": status.get("reason", ""),
+                "since": status.get("date", ""),
+            }
+    return [listed[s] for s in sorted(listed)]
+
+
+def body_bytes(doc: dict[str, Any]) -> bytes:
+    """The authenticated part: every field but ``mac``, canonical JSON (sorted keys, no spaces, UTF-8)."""
+    body = {k: v for k, v in doc.items() if k != "mac"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def next_document(previous: dict[str, Any] | None, entries: list[dict[str, str]], issuer: str) -> dict[str, Any]:
+    """The unsigned document: the previous version when the list is unchanged, else version + 1."""
+    if previous and previous.get("entries") == entries and previous.get("issuer") == issuer:
+        return {k: v for k, v in previous.items() if k != "mac"}
+    version = int((previous or {}).get("version", 0)) + 1
+    return {
+        "format": FORMAT,
+        "version": version,
+        "issuer": issuer,
+        "issued_at": now(),
+        "entries": entries,
+        "count": len(entries),
+    }
+
+
+def fingerprint(doc: dict[str, Any]) -> str:
+    return base64.b32encode(hashlib.sha256(body_bytes(doc)).digest()[:10]).decode()
+
+
+def sam_groups(entries: list[dict[str, str]]) -> dict[str, list[str]]:
+    """'<city code>/<holder>' -> serials: the SAM groups the report lists."""
+    groups: dict[str, list[str]] = {}
+    for entry in entries:
+        groups.setdefault(f"{entry['city_code'] or '-'}/{entry['holder'] or '-'}", []).append(entry["serial"])
+    return groups

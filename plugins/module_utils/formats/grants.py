@@ -1,0 +1,63 @@
+# Copyright: tunion-keyops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the province grants each city: key types and versions (the ``targets`` option of the distribution modules)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
+
+
+@dataclass(frozen=True)
+class Grant:
+    key_type: str
+    version: int
+    not_before: str | None = None
+    not_after: str | None = None
+
+
+def parse_grants(raw: Iterable[Any]) -> list[Grant]:
+    grants, seen = [], set()
+    for raw_entry in raw or []:
+        entry = {"key_type": raw_entry} if isinstance(raw_entry, str) else raw_entry
+        if not isinstance(entry, dict) or "key_type" not in entry:
+            raise DistributionError(f"grant {entry!r}: give key_type (and version, default 1)")
+        grant = Grant(
+            str(entry["key_type"]),
+            int(entry.get("version", 1)),
+            entry.get("not_before"),
+            entry.get("not_after"),
+        )
+        if (grant.key_type, grant.version) in seen:
+            raise DistributionError(f"grant {grant.key_type} v{grant.version} is listed twice")
+        seen.add((grant.key_type, grant.version))
+        grants.append(grant)
+    return grants
+
+
+@dataclass
+class CityTarget:
+    city: str
+    city_code: str
+    grants: list[Grant]
+    kek_version: int = 1
+
+
+def parse_targets(raw: Iterable[dict[str, Any]]) -> list[CityTarget]:
+    targets = []
+    for entry in raw:
+        try:
+            targets.append(
+                CityTarget(
+                    city=str(entry["city"]),
+                    city_code=str(entry["city_code"]),
+                    grants=parse_grants(entry.get("grants") or []),
+                    kek_version=int(entry.get("kek_version", 1)),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DistributionError(f"target {entry!r}: needs city, city_code, grants, kek_version ({exc})") from None
+    return targets
