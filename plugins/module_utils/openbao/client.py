@@ -207,13 +207,19 @@ def _read_token_file(path: str | None) -> str | None:
     if not path:
         return None
     expanded = os.path.expanduser(path)
-    if not os.path.exists(expanded):
-        return None
+    # Only a file that is not there means "no token file"; anything else in the way is said as it is.
     try:
         with open(expanded, encoding="ascii") as handle:
-            return handle.read().strip() or None
+            token = handle.read().strip()
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         raise OpenBaoError(f"cannot read the OpenBao token file {expanded}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise OpenBaoError(f"the OpenBao token file {expanded} is not a token: it is not ASCII text") from None
+    if not token:
+        raise OpenBaoError(f"the OpenBao token file {expanded} is empty; put the province's token in it")
+    return token
 
 
 def new_client(settings: OpenBaoSettings, token: str | None = None) -> Any:
