@@ -77,7 +77,7 @@ groups:
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.blacklist import sign
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.blacklist import (
     entries_for,
@@ -89,7 +89,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client impo
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
 
-OPTIONS: argspec.Spec = {
+OPTIONS: Spec = {
     "cities": {"type": "dict", "required": True},
     "statuses": {"type": "dict", "required": True},
     "sam_registry": {"type": "path"},
@@ -99,7 +99,7 @@ OPTIONS: argspec.Spec = {
 
 def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
-    registry = load_registry(p["sam_registry"])
+    registry = load_registry(p["sam_registry"], p["cities"])  # a line for a city the inventory lacks is refused
     rows = [row.as_dict() for row in registry.rows.values()] if registry else []
     entries = entries_for(rows, p["statuses"], p["cities"])
     bao = module.opened(connect(p))

@@ -226,7 +226,13 @@ def _entry(raw: Mapping[str, Any], idx: int, errors: list[str]) -> KeyTypeEntry 
     raw_versions = raw.get("versions") or []
     if not raw_versions:
         errors.append(f"{where}: at least one version is required")
+    if not isinstance(raw_versions, list):
+        errors.append(f"{where}: versions must be a list of {{version, not_before, not_after}}")
+        raw_versions = []
     for vraw in raw_versions:
+        if not isinstance(vraw, Mapping):
+            errors.append(f"{where}: version entry {vraw!r} is not a mapping of version, not_before, not_after")
+            continue
         ver = _int(vraw.get("version"), f"{where}: version", errors, 0, 255)
         vwhere = f"{where} version {ver}"
         nb = _date(vraw.get("not_before"), f"{vwhere}: not_before", errors)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,20 +66,22 @@ class Registry:
         return self.rows.get(serial.upper())
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Registry:
+    def load(cls, path: str | os.PathLike[str], cities: Mapping[str, str] | None = None) -> Registry:
         p = Path(path)
         if not p.exists():
             raise RegistryError([f"{p} does not exist; the registry is a CSV with columns {', '.join(COLUMNS)}"])
         try:
             with p.open(newline="", encoding="utf-8") as f:
-                return cls.parse(f, str(p))
+                return cls.parse(f, str(p), cities)
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise RegistryError([f"cannot read the SAM registry {p}: {exc}"]) from None
 
     @classmethod
-    def parse(cls, lines: Iterable[str], source: str = "registry") -> Registry:
-        reader = csv.reader(line for line in lines if line.strip() and not line.lstrip().startswith("#"))
-        header = next(reader, None)
+    def parse(cls, lines: Iterable[str], source: str = "registry", cities: Mapping[str, str] | None = None) -> Registry:
+        """``cities`` (name -> code, the inventory's): a line for any other city code is refused."""
+        # Comment lines become empty records, so reader.line_num stays the line number in the file.
+        reader = csv.reader("\n" if line.lstrip().startswith("#") else line for line in lines)
+        header = next((rec for rec in reader if rec), None)
         if header is None:
             return cls({}, source)
         header = [h.strip() for h in header]
@@ -89,7 +91,12 @@ class Registry:
         idx = {c: header.index(c) for c in COLUMNS if c in header}
         rows: dict[str, SamAssignment] = {}
         errors: list[str] = []
-        for n, rec in enumerate(reader, start=2):
+        known = {str(code): name for name, code in (cities or {}).items()}
+        unknown_city = False
+        for rec in reader:
+            if not rec or not "".join(rec).strip():
+                continue
+            n = reader.line_num
 
             def get(column: str, rec: list[str] = rec) -> str:
                 return rec[idx[column]].strip() if column in idx and idx[column] < len(rec) else ""
@@ -104,11 +111,16 @@ class Registry:
                 continue
             if not _CITY_RE.match(city):
                 errors.append(f"{where}: city_code {city!r} is not a 6-digit city code")
+            elif cities is not None and city not in known:
+                errors.append(f"{where}: city_code {city} is no city of the inventory")
+                unknown_city = True
             if not _HOLDER_RE.match(holder):
                 errors.append(f"{where}: holder {holder!r} must be letters, digits, '.', '_' or '-'")
             if status not in STATUSES:
                 errors.append(f"{where}: status {status!r} is not one of {', '.join(STATUSES)}")
             rows[serial] = SamAssignment(serial, city, holder, status, get("station"))
+        if unknown_city:
+            errors.append("the inventory's cities: " + ", ".join(f"{c} {known[c]}" for c in sorted(known)))
         if errors:
             raise RegistryError(errors)
         return cls(rows, source)
@@ -129,11 +141,11 @@ class Registry:
         return None
 
 
-def load_registry(path: str | None) -> Registry | None:
-    """The SAM registry (desired CSV) if one is configured and present; None otherwise."""
+def load_registry(path: str | None, cities: Mapping[str, str] | None = None) -> Registry | None:
+    """The SAM registry (desired CSV) if one is configured and present; None otherwise. See Registry.parse."""
     if not path:
         return None
     expanded = os.path.expanduser(path)
     if not os.path.exists(expanded):
         return None
-    return Registry.load(expanded)
+    return Registry.load(expanded, cities)

@@ -17,6 +17,7 @@ from typing import Any
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import parse_day
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import RevocationError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import KeyName, version_name
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import load_catalogue
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.sam_registry import Registry, load_registry
 
 STATUSES = ("active", "suspended", "revoked")
@@ -207,8 +208,12 @@ def universe(cities: dict[str, str], registry: Registry | None, catalogue: list[
 
 
 def world_of(params: Mapping[str, Any]) -> tuple[Registry | None, Universe]:
-    """The SAM registry (if any) and every name a status may refer to, from the module's parameters."""
-    registry = load_registry(params["sam_registry"])
+    """The SAM registry (if any) and every name a status may refer to, from the module's parameters.
+
+    A bad catalogue, or a registry line for a city the inventory lacks, is refused here, before anything is reached."""
+    if params["catalogue"] is not None:
+        load_catalogue(params["catalogue"])
+    registry = load_registry(params["sam_registry"], params["cities"])
     return registry, universe(params["cities"], registry, params["catalogue"])
 
 

@@ -56,7 +56,7 @@ def test_target_for_unknown_city_refused(city: str, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ an emergency request with a status that is none
-@pytest.mark.parametrize("status", ["deleted", "REVOKED", "active ", "", "destroyed"])
+@pytest.mark.parametrize("status", ["deleted", "REVOKED", "", "destroyed", "revoked;"])
 def test_request_with_unknown_status(status: str, tmp_path: Path) -> None:
     args = base_args("openbao_city_revoke", tmp_path)
     args["request"] = {"name": "guangzhou", "status": status, "reason": "audit finding 2026-17"}
@@ -156,3 +156,13 @@ def test_token_file_unreadable(name: str, make: Any, tmp_path: Path) -> None:
     args["token_path"] = str(make(tmp_path))
     msg = assert_clean_failure(name, run_module(name, args), args["token_path"])
     assert "no OpenBao token" not in msg
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY_OPTION))
+def test_registry_line_number_counts_comments_and_blank_lines(name: str, tmp_path: Path) -> None:
+    """The line number in the message is the file's, comments and blank lines included."""
+    bad = "4444XYZ,440100,guangzhou-metro,active,,\n"
+    lines = ["# desired SAMs\n", *REGISTRY_LINES, "\n", "# a stolen batch\n", bad]
+    args = base_args(name, tmp_path)
+    args[REGISTRY_OPTION[name]] = write_registry(tmp_path, lines)
+    refused_before_connecting(name, args, "line 7", "4444XYZ")
