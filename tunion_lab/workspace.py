@@ -7,7 +7,6 @@ user's alone (0700), not world-writable, and it is removed when the run is done.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import pwd
@@ -18,13 +17,14 @@ from types import TracebackType
 from typing import Any
 
 import yaml
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import today as network_today
 
 PROVINCE_USER = "tunion-province"
 
 
 def today() -> str:
-    """Today's date as the status files write it."""
-    return _dt.datetime.now(_dt.UTC).date().isoformat()
+    """Today as status entries write it: the network's calendar day, as the collection's clock has it."""
+    return network_today().isoformat()
 
 
 class RevocationWorkspace:

@@ -100,6 +100,7 @@ def test_unit_tests_start_no_ansible_command_line() -> None:
         offenders += [
             f"{rel(path)}: {s!r}"
             for s in code_strings(tree)
-            if s.rstrip("/").split("/")[-1] in {"ansible-playbook", "ansible", "ansible-inventory", "molecule"}
+            if s.split("/")[-1] in {"ansible-playbook", "ansible-inventory", "ansible-galaxy", "molecule"}
+            or s.endswith("bin/ansible")
         ]
     assert offenders == []

@@ -1,11 +1,9 @@
 # Copyright: tunion-keyops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The rotation plan: shared keys only, recorded rotations, the next version, strict days."""
+"""The rotation plan: shared keys only, recorded rotations, the next version."""
 
 from __future__ import annotations
 
-import pytest
-from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import parse_day
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.rotation import effective_targets, plan
 
 
@@ -151,9 +149,3 @@ def test_revoked_key_version_is_taken_from_every_grant() -> None:
     assert shared["destroy_versions"] == ["load_auth.v01"]
     (target,) = effective_targets([{"city": "guangzhou", "grants": grants["guangzhou"]}], shared, ["guangzhou"])
     assert target["grants"] == [{"key_type": "load", "version": 1}, {"key_type": "load_auth", "version": 2}]
-
-
-def test_a_bad_day_is_refused() -> None:
-
-    with pytest.raises(ValueError, match="is not a day"):
-        parse_day("24/11/2026")

@@ -56,14 +56,6 @@ def _count(tok: HsmToken) -> int:
     return len(tok.list_keys())
 
 
-def test_diversification_data():
-    assert diversification_data("440100") == bytes.fromhex("0000000000440100")
-    assert diversification_data("3100440100000001234") == bytes.fromhex("0440100000001234")
-    assert pboc_derivation_data(bytes.fromhex("0000000000440100")) == bytes.fromhex("0000000000440100FFFFFFFFFFBBFEFF")
-    with pytest.raises(HsmError):
-        diversification_data("44-01")
-
-
 def test_kcv_known_answers(tok):
     mk = clear_test_key("purchase")
     k = _import_clear(tok, mk)  # no CKA_ENCRYPT: the KCV comes from CKA_CHECK_VALUE or a transient copy
