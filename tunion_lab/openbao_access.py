@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hvac
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.layout import DEFAULT_MOUNT
 
 from tunion_lab.lab import LAB_DIR
 
 OPENBAO_URL = "https://127.0.0.1:8200"
 CA_CERT = str(LAB_DIR / "ca" / "ca.crt")
 PROVINCE_TOKEN_FILE = LAB_DIR / "nodes" / "tunion-province" / ".openbao" / "token"
-MOUNT = "tunion-kb"
+MOUNT = DEFAULT_MOUNT
 
 
 def province_client() -> hvac.Client:

@@ -21,18 +21,19 @@ from pathlib import Path
 
 import hvac
 import hvac.exceptions
+from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.layout import DEFAULT_MOUNT
 
 PROVINCE_POLICY = "province-admin"
 PROVINCE_USER = "tunion-province"
 PERIOD = "768h"  # periodic: renewed by every bin/lab up
 
-# The mount (KV v2) and auth path the collection uses; plugins/module_utils/distribution.py has the same defaults.
+# The mount (KV v2) is the collection's default (plugins/module_utils/openbao/layout.py); the auth path is AppRole's.
 PROVINCE_POLICY_HCL = """# province-admin: the province's own OpenBao identity (tunion_lab/openbao_bootstrap.py).
 # Key blocks, KEK envelopes, city public keys and city status reports (KV v2, versions kept).
 path "sys/mounts" { capabilities = ["read"] }
-path "sys/mounts/tunion-kb" { capabilities = ["create", "read", "update", "sudo"] }
-path "sys/mounts/tunion-kb/tune" { capabilities = ["create", "read", "update", "sudo"] }
-path "tunion-kb/*" { capabilities = ["create", "read", "update", "delete", "list"] }
+path "sys/mounts/MOUNT" { capabilities = ["create", "read", "update", "sudo"] }
+path "sys/mounts/MOUNT/tune" { capabilities = ["create", "read", "update", "sudo"] }
+path "MOUNT/*" { capabilities = ["create", "read", "update", "delete", "list"] }
 
 # One AppRole and one policy per city; the province never edits its own policy.
 path "sys/auth" { capabilities = ["read", "sudo"] }
@@ -51,7 +52,7 @@ path "auth/token/revoke-accessor" { capabilities = ["update"] }
 # Response wrapping of the secret_ids it issues; check that the audit device is declared.
 path "sys/wrapping/lookup" { capabilities = ["update"] }
 path "sys/audit" { capabilities = ["read", "sudo"] }
-"""
+""".replace("MOUNT", DEFAULT_MOUNT)
 
 
 def _token_file(lab_dir: Path) -> Path:

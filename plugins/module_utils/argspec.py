@@ -9,13 +9,10 @@ group's options are the same in every module of its action group (meta/runtime.y
 from __future__ import annotations
 
 import os
-from copy import deepcopy
-from typing import Any
 
 from ansible.module_utils.basic import env_fallback
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.layout import DEFAULT_MOUNT, DEFAULT_TOKEN_PATH
-
-Spec = dict[str, dict[str, Any]]
 
 #: tunion.keymgmt.pkcs11
 PKCS11: Spec = {
@@ -74,17 +71,3 @@ STATUS: Spec = {
     "grace_days": {"type": "int", "default": 30},
     "today": {"type": "str"},
 }
-
-
-def build(*groups: Spec, **own: dict[str, Any]) -> Spec:
-    """One argument spec from option groups and the module's own options. Two groups declaring one name
-    differently is a bug (``catalogue`` is in TARGETS and STATUS, the same); a module's own option replaces a
-    group's on purpose (``user_pin`` required by hsm_key_info)."""
-    spec: Spec = {}
-    for group in groups:
-        for name, option in group.items():
-            if name in spec and spec[name] != option:
-                raise ValueError(f"option {name} is declared twice, differently")
-            spec[name] = deepcopy(option)
-    spec.update(deepcopy(own))
-    return spec

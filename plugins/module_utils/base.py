@@ -17,14 +17,31 @@ returning its result::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from copy import deepcopy
 from typing import Any, NoReturn, Protocol, TypeVar
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.tunion.keymgmt.plugins.module_utils.argspec import Spec, build
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import TunionError
+
+#: an argument spec, or one group of options of it (argspec.py)
+Spec = dict[str, dict[str, Any]]
 
 #: (library name, imported?, import error): each boundary package exports one (e.g. pkcs11/session.py)
 Requirement = tuple[str, bool, "str | None"]
+
+
+def build(*groups: Spec, **own: dict[str, Any]) -> Spec:
+    """One argument spec from option groups and the module's own options. Two groups declaring one name
+    differently is a bug (``catalogue`` is in TARGETS and STATUS, the same); a module's own option replaces a
+    group's on purpose (``user_pin`` required by hsm_key_info)."""
+    spec: Spec = {}
+    for group in groups:
+        for name, option in group.items():
+            if name in spec and spec[name] != option:
+                raise ValueError(f"option {name} is declared twice, differently")
+            spec[name] = deepcopy(option)
+    spec.update(deepcopy(own))
+    return spec
 
 
 class Closable(Protocol):

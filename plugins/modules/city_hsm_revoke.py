@@ -83,7 +83,7 @@ token:
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import HsmError, RevocationError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import CITY_CODE_RE, city_holder
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.holder_keys import destroy_holder_objects
@@ -91,7 +91,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.status impo
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
 
-OPTIONS: argspec.Spec = {
+OPTIONS: Spec = {
     "city_codes": {"type": "list", "elements": "str", "required": True},
     "key_types": {"type": "list", "elements": "str", "no_log": False, "default": []},
     "key_versions": {"type": "list", "elements": "str", "no_log": False, "default": []},

@@ -83,6 +83,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.rotation import rotation_plan
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.status_openbao import statuses_in_force
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import parse_targets
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.rotation import effective_targets
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.status import status_dicts, world_of
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
@@ -91,6 +92,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client impo
 def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
     registry, world = world_of(p)
+    parse_targets(p["targets"], p["catalogue"])  # refused before anything is reached
     bao = module.opened(connect(p))
     statuses = status_dicts(statuses_in_force(bao, p, world)[1], world)
     grants = {t["city"]: list(t.get("grants") or []) for t in p["targets"]}

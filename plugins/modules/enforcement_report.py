@@ -115,11 +115,11 @@ report:
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.enforcement import enforcement_pass
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
 
-OPTIONS: argspec.Spec = {
+OPTIONS: Spec = {
     "trigger": {"type": "str", "default": "enforce_status.yml"},
     "started_at": {"type": "str"},
     "openbao_result": {"type": "dict", "required": True},

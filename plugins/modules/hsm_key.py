@@ -171,11 +171,11 @@ derived:
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.hsm_keys import ensure_key
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
 
-OPTIONS: argspec.Spec = {
+OPTIONS: Spec = {
     "catalogue": {"type": "list", "elements": "dict", "required": True},
     "key": {"type": "str", "required": True, "no_log": False},
     "version": {"type": "int", "required": True},

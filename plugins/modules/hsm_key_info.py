@@ -85,13 +85,13 @@ count:
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import parse_key_label
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import load_catalogue
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
 
-OPTIONS: argspec.Spec = {
+OPTIONS: Spec = {
     "user_pin": {"type": "str", "no_log": True, "required": True},
     "label_prefix": {"type": "str"},
     "object_class": {

@@ -79,10 +79,10 @@ action:
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT, ensure_token
 
-OPTIONS: argspec.Spec = {
+OPTIONS: Spec = {
     "user_pin": {"type": "str", "no_log": True, "required": True},
     "so_pin": {"type": "str", "no_log": True, "required": True},
     "force": {"type": "bool", "default": False},

@@ -57,8 +57,7 @@ errors:
 
 from typing import Any
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils.argspec import Spec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import catalogue_summary, load_catalogue
 
 OPTIONS: Spec = {"catalogue": {"type": "list", "elements": "dict", "required": True}}

@@ -83,7 +83,7 @@ to_install:
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.publish import publish_for_cities
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import parse_targets
@@ -91,12 +91,12 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client impo
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
 
-OPTIONS: argspec.Spec = {"issuer": {"type": "str", "default": "GD-TUNION-PROVINCE"}}
+OPTIONS: Spec = {"issuer": {"type": "str", "default": "GD-TUNION-PROVINCE"}}
 
 
 def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
-    targets = parse_targets(p["targets"])
+    targets = parse_targets(p["targets"], p["catalogue"])  # refused before anything is reached
     bao = module.opened(connect(p))
 
     def so_session() -> Any:

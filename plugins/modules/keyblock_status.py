@@ -63,7 +63,7 @@ cities_out_of_step:
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.compare import (
     compare_status,
     expected_kcvs,
@@ -74,12 +74,12 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client impo
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
 
-OPTIONS: argspec.Spec = {"fail_on_difference": {"type": "bool", "default": True}}
+OPTIONS: Spec = {"fail_on_difference": {"type": "bool", "default": True}}
 
 
 def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
-    targets = parse_targets(p["targets"])
+    targets = parse_targets(p["targets"], p["catalogue"])  # refused before anything is reached
     bao = module.opened(connect(p))
     with session_from_params(p, rw=False) as hsm:
         use_catalogue(hsm, p["catalogue"])

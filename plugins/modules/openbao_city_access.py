@@ -74,7 +74,7 @@ roles:
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.access import (
     AccessSettings,
     ensure_city_access,
@@ -82,7 +82,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
 
-OPTIONS: argspec.Spec = {
+OPTIONS: Spec = {
     "cities": {"type": "list", "elements": "str", "required": True},
     "max_versions": {"type": "int", "default": 0},
     "secret_id_ttl": {"type": "str", "no_log": False, "default": "10m"},

@@ -139,11 +139,11 @@ failures:
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.city_revocation import enforce_statuses
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
 
-OPTIONS: argspec.Spec = {
+OPTIONS: Spec = {
     "request": {"type": "dict"},
     "grants": {"type": "dict", "default": {}},
     "secret_id_ttl": {"type": "str", "no_log": False, "default": "10m"},

@@ -72,14 +72,14 @@ issued:
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.access import (
     AccessSettings,
     issue_wrapped_secret_id,
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
 
-OPTIONS: argspec.Spec = {
+OPTIONS: Spec = {
     "cities": {"type": "list", "elements": "str", "required": True},
     "purposes": {"type": "list", "elements": "str", "default": ["install"]},
     "extra_purposes": {"type": "dict", "default": {}},

@@ -62,12 +62,12 @@ path:
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.blacklist import held, install, verify
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
 
-OPTIONS: argspec.Spec = {
+OPTIONS: Spec = {
     "blacklist": {"type": "dict", "required": True},
     "city_code": {"type": "str"},
     "path": {"type": "path", "default": "~/sam-blacklist/current.json"},

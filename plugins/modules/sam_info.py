@@ -68,8 +68,7 @@ empty_readers:
 
 from typing import Any
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils.argspec import Spec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.sam_registry import Registry
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pcsc.channel import (
     PYSCARD_REQUIREMENT,

@@ -179,7 +179,7 @@ trace:
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
-from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import (
     PolicyError,
     RegistryError,
@@ -189,7 +189,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.sam_injection
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pcsc.channel import PYSCARD_REQUIREMENT
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
 
-OPTIONS: argspec.Spec = {
+OPTIONS: Spec = {
     "user_pin": {"type": "str", "no_log": True, "required": True},
     "readers": {"type": "list", "elements": "str", "default": ["*"]},
     "catalogue": {"type": "list", "elements": "dict", "required": True},

@@ -60,7 +60,7 @@ def _check_name(key_class: str, key_type: str, version: int, holder: str) -> Non
 def key_label(key_class: str, key_type: str, version: int, holder: str = "province") -> str:
     """``consumption.purchase.v01.province``: class, type, version (hex byte) and holder."""
     _check_name(key_class, key_type, version, holder)
-    return f"{key_class}.{key_type}.v{version:02x}.{holder}"
+    return f"{key_class}.{version_name(key_type, version)}.{holder}"
 
 
 def parse_key_label(label: str) -> KeyName | None:

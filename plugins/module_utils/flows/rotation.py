@@ -10,7 +10,7 @@ from typing import Any
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import parse_day
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import RevocationError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import version_name
-from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.publish import remove_blocks
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.blocks import remove_blocks
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats import keyblock
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.rotation import _RECORD_KEYS, plan
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.sam_registry import Registry

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import now
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import today as network_today
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import (
     BlacklistError,
     CardGone,
@@ -82,7 +83,7 @@ def plan_keys(
         cat = load_catalogue(catalogue)
     except CatalogueError as exc:
         raise PolicyError(str(exc)) from None
-    today = today or _dt.date.today()
+    today = today or network_today()
     wanted: list[tuple[KeyTypeEntry, int | None]] = []
     if requested:
         for req in requested:

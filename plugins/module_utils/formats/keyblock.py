@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import today as network_today
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import KeyBlockError
 
 VERSION_ID = "T"  # tunion v1: AES-KWP body, AES-CMAC over header||body under a KEK-derived KBAK
@@ -296,7 +297,7 @@ def verify(
     header.validate()
     if header.city != city:
         raise KeyBlockError(f"key block {header.key_type!r} is for city {header.city}, not {city}; nothing installed")
-    day = today or datetime.datetime.now(datetime.UTC).date()
+    day = today or network_today()
     if not _date(header.not_before) <= day <= _date(header.not_after):
         raise KeyBlockError(
             f"key block {header.key_type!r} v{header.version} is valid {header.not_before}..{header.not_after}, "

@@ -14,8 +14,7 @@ valid for every PKCS#11 call made inside the block. On exit the data buffer is z
 
 Used for:
 - ``CKM_DES3_ECB_ENCRYPT_DATA`` / ``CKM_DES_ECB_ENCRYPT_DATA`` (PBOC diversification, session keys);
-- ``CKM_XOR_BASE_AND_DATA`` / ``CKM_CONCATENATE_DATA_AND_BASE`` on HSMs that have them;
-- ``CKM_DES3_CBC_ENCRYPT_DATA`` via :func:`des_cbc_encrypt_data_params` (``{iv[8]; pData; length}``).
+- ``CKM_XOR_BASE_AND_DATA`` / ``CKM_CONCATENATE_DATA_AND_BASE`` on HSMs that have them.
 """
 
 from __future__ import annotations

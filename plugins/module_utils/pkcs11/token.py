@@ -22,6 +22,7 @@ try:
 except ImportError:  # pragma: no cover - pkcs11/session.py reports the missing library (HAS_PKCS11)
     pass
 
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import today as network_today
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import HsmError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import parse_key_label
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.algorithms import (
@@ -181,7 +182,7 @@ class HsmToken:
                 cached = (start, end, label)
             self._validity[key.handle] = cached
         start, end, label = cached
-        today = today or _dt.date.today()
+        today = today or network_today()
         if start and today < start:
             raise HsmError(f"key {label!r} is not valid before {start.isoformat()}; refusing to use it")
         if end and today > end:

@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import base64
-import datetime
 from dataclasses import dataclass
 from typing import Any
 
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import now
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import city_holder, key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.blocks import fetch_blocks
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import (
     KEK_TYPE,
     RSA_TYPE,
@@ -89,15 +90,6 @@ class VerifiedBlock:
     parsed: keyblock.ParsedBlock
     label: str
     installed: bool
-
-
-def fetch_blocks(bao: OpenBao, city: str) -> dict[str, str]:
-    blocks = {}
-    for name in bao.kv_list(bao.layout.mount, bao.layout.city(city, "blocks")):
-        record = bao.kv_read(bao.layout.mount, bao.layout.city(city, f"blocks/{name}"))
-        if record:
-            blocks[name] = str(record["data"].get("block", ""))
-    return blocks
 
 
 def verify_blocks(
@@ -236,6 +228,6 @@ def report_status(bao: OpenBao, city: str, record: dict[str, Any], check_mode: b
         if previous == record:
             return False
     if not check_mode:
-        stamped = dict(record, reported_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+        stamped = dict(record, reported_at=now())
         bao.kv_write(bao.layout.mount, bao.layout.city(city, "status"), stamped)
     return True

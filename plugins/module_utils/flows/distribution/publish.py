@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import base64
 import datetime
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import city_holder, key_label, version_name
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.blocks import (
+    publish_blocks,
+    retire_blocks,
+)
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.enrolment import read_enrolment
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import (
     KCV_METHOD,
@@ -92,8 +96,8 @@ def build_city_blocks(
         )
         if found is None:
             raise DistributionError(
-                f"city {target.city}: granted key {grant.key_type} v{grant.version} is not in the province token "
-                "(issue it first: playbooks/issue_keys.yml)"
+                f"city {target.city}: granted key {grant.key_type} v{grant.version} is not in the province token: "
+                "if the catalogue lists it, issue it (playbooks/issue_keys.yml); otherwise correct the grant"
             )
         key, key_class = found
         info = hsm.describe(key, kcv_method=KCV_METHOD)
@@ -123,48 +127,6 @@ def build_city_blocks(
             raise DistributionError(f"city {target.city}: {exc}") from None
         out[version_name(grant.key_type, grant.version)] = (block, header.as_dict())
     return out
-
-
-def publish_blocks(
-    bao: OpenBao, city: str, blocks: dict[str, tuple[str, dict[str, Any]]], check_mode: bool
-) -> list[str]:
-    """Write the blocks OpenBao does not already hold byte for byte. Returns the names written."""
-    written = []
-    for name, (block, header) in sorted(blocks.items()):
-        path = bao.layout.city(city, f"blocks/{name}")
-        current = bao.kv_read(bao.layout.mount, path)
-        if current and current["data"].get("block") == block:
-            continue
-        written.append(name)
-        if not check_mode:
-            bao.kv_write(
-                bao.layout.mount, path, {"block": block, "key_type": header["key_type"], "version": header["version"]}
-            )
-    return written
-
-
-def retire_blocks(bao: OpenBao, city: str, keep: Iterable[str], check_mode: bool) -> list[str]:
-    """Destroy (every version and the metadata) the city's blocks that are no longer granted: a retired or revoked
-    key version, or a grant taken away. Returns the names removed."""
-    return remove_blocks(
-        bao, city, set(bao.kv_list(bao.layout.mount, bao.layout.city(city, "blocks"))) - set(keep), check_mode
-    )
-
-
-def remove_blocks(bao: OpenBao, city: str, names: Iterable[str], check_mode: bool) -> list[str]:
-    """Destroy these blocks of the city, if present (every version and the metadata). Returns the names removed."""
-    present = set(bao.kv_list(bao.layout.mount, bao.layout.city(city, "blocks")))
-    gone = sorted(set(names) & present)
-    for name in gone:
-        if not check_mode:
-            path = bao.layout.city(city, f"blocks/{name}")
-            bao.call(
-                f"destroying {bao.layout.mount}/{path}",
-                bao.client.secrets.kv.v2.delete_metadata_and_all_versions,
-                path,
-                mount_point=bao.layout.mount,
-            )
-    return gone
 
 
 def city_in_step(
