@@ -218,6 +218,16 @@ def test_every_installed_module_and_the_lookup_render_in_ansible_doc(installed: 
     assert str(installed.root / "plugins" / "lookup" / "openbao_kv.py") in lookup.stdout
 
 
+def test_installed_roles_render_their_argument_specs(installed: Installed) -> None:
+    roles = sorted(f"tunion.keymgmt.{p.parent.parent.name}" for p in (REPO / "roles").glob("*/meta/argument_specs.yml"))
+    listing = installed.run("ansible-doc", "-t", "role", "--list", "--json", "tunion.keymgmt")
+    assert listing.returncode == 0, listing.stderr
+    listed = json.loads(listing.stdout)
+    assert sorted(listed) == roles
+    for role, entry in listed.items():
+        assert entry["entry_points"], f"{role} documents no entry point"
+
+
 VALIDATE_PLAY = """\
 - name: Validate a key catalogue with the installed collection
   hosts: localhost
