@@ -325,7 +325,12 @@ def scratch_secret(openbao_root: Any) -> Iterator[ScratchSecret]:
         openbao_root.sys.disable_secrets_engine(mount)
 
 
-def lookup_debug(installed: Installed, secret: ScratchSecret, terms: str) -> subprocess.CompletedProcess[str]:
+def lookup_debug(
+    installed: Installed, secret: ScratchSecret, terms: str, from_inventory: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """The lookup in an ad-hoc debug task; the address and CA from BAO_* or, as the roles set them, from variables."""
+    where = {"BAO_ADDR": OPENBAO_URL, "BAO_CACERT": str(LAB_CA)}
+    inventory_vars = ["-e", json.dumps({"openbao_addr": OPENBAO_URL, "openbao_ca_cert": str(LAB_CA)})]
     return installed.run(
         "ansible",
         "localhost",
@@ -333,11 +338,12 @@ def lookup_debug(installed: Installed, secret: ScratchSecret, terms: str) -> sub
         "localhost,",
         "-c",
         "local",
+        *(inventory_vars if from_inventory else []),
         "-m",
         "ansible.builtin.debug",
         "-a",
         f"msg={{{{ lookup('tunion.keymgmt.openbao_kv', {terms}) }}}}",
-        extra_env={"BAO_ADDR": OPENBAO_URL, "BAO_CACERT": str(LAB_CA), "BAO_TOKEN": secret.token},
+        extra_env={"BAO_TOKEN": secret.token, **({} if from_inventory else where)},
     )
 
 
@@ -349,6 +355,10 @@ def test_installed_openbao_kv_lookup_reads_one_field_and_names_what_is_missing(
     ok = lookup_debug(installed, s, f"'{s.path}', field='{s.field}', mount='{s.mount}'")
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
     assert f'"msg": "{s.value}"' in ok.stdout
+    # the inventory's openbao_addr and openbao_ca_cert serve as well, with no BAO_ADDR or BAO_CACERT
+    inventory = lookup_debug(installed, s, f"'{s.path}', field='{s.field}', mount='{s.mount}'", from_inventory=True)
+    assert inventory.returncode == 0, inventory.stdout[-2000:] + inventory.stderr[-2000:]
+    assert f'"msg": "{s.value}"' in inventory.stdout
 
     no_path = lookup_debug(installed, s, f"'hsm/absent', field='{s.field}', mount='{s.mount}'")
     no_field = lookup_debug(installed, s, f"'{s.path}', field='usr_pin', mount='{s.mount}'")
@@ -359,3 +369,29 @@ def test_installed_openbao_kv_lookup_reads_one_field_and_names_what_is_missing(
         assert s.value not in output and "not-this-one" not in output
         assert s.token not in output
         assert "Traceback" not in output
+
+
+def test_installed_openbao_kv_lookup_without_address_or_token_says_what_to_set(installed: Installed) -> None:
+    def debug(terms: str, **env: str) -> str:
+        proc = installed.run(
+            "ansible",
+            "localhost",
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-m",
+            "ansible.builtin.debug",
+            "-a",
+            f"msg={{{{ lookup('tunion.keymgmt.openbao_kv', {terms}) }}}}",
+            extra_env=env,
+        )
+        assert proc.returncode != 0
+        output = proc.stdout + proc.stderr
+        assert "Traceback" not in output
+        return output
+
+    no_address = debug("'hsm/tunion-province', field='user_pin'")
+    assert "no OpenBao address" in no_address and "openbao_addr" in no_address, no_address[-2000:]
+    no_token = debug("'hsm/tunion-province', field='user_pin', token_path='/nonexistent/token'", BAO_ADDR=OPENBAO_URL)
+    assert "no OpenBao token" in no_token and "/nonexistent/token" in no_token, no_token[-2000:]
