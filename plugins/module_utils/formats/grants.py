@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import load_catalogue
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,11 @@ class CityTarget:
     kek_version: int = 1
 
 
-def parse_targets(raw: Iterable[dict[str, Any]]) -> list[CityTarget]:
+def parse_targets(
+    raw: Iterable[dict[str, Any]], catalogue: Iterable[Mapping[str, Any]] | None = None
+) -> list[CityTarget]:
+    """The targets, checked before anything is reached; with a ``catalogue``, every grant must name one of its types."""
+    known = {e.name for e in load_catalogue(catalogue)} if catalogue is not None else None
     targets = []
     for entry in raw:
         try:
@@ -60,4 +66,13 @@ def parse_targets(raw: Iterable[dict[str, Any]]) -> list[CityTarget]:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DistributionError(f"target {entry!r}: needs city, city_code, grants, kek_version ({exc})") from None
+        target = targets[-1]
+        if not re.fullmatch(r"[0-9]{6}", target.city_code):
+            raise DistributionError(f"target {target.city}: city_code {target.city_code!r} is not 6 digits")
+        unknown = [g for g in target.grants if known is not None and g.key_type not in known]
+        if unknown:
+            raise DistributionError(
+                f"target {target.city}: grant {unknown[0].key_type!r} v{unknown[0].version} names no key type of the "
+                f"catalogue (its types: {', '.join(sorted(known or ()))}); correct the grant"
+            )
     return targets

@@ -207,10 +207,31 @@ def universe(cities: dict[str, str], registry: Registry | None, catalogue: list[
     return Universe(cities={k: str(v) for k, v in cities.items()}, holders=holders, sams=sams, key_versions=versions)
 
 
+def check_status_params(params: Mapping[str, Any]) -> None:
+    """The cities, the day and the cities named by grants or targets: refused before anything is reached."""
+    cities = params["cities"]
+    bad = sorted(f"{name}: {code!r}" for name, code in cities.items() if not re.fullmatch(r"[0-9]{6}", str(code)))
+    if bad:
+        raise RevocationError(f"cities: city codes must be 6 digits ({', '.join(bad)}); nothing was changed")
+    try:
+        parse_day(params.get("today"))
+    except ValueError as exc:
+        raise RevocationError(f"today: {exc}; nothing was changed") from None
+    named = set(params.get("grants") or {}) | {str(t.get("city")) for t in params.get("targets") or []}
+    unknown = sorted(named - set(cities))
+    if unknown:
+        raise RevocationError(
+            f"grants or targets name {', '.join(map(repr, unknown))}, which "
+            f"{'is no city' if len(unknown) == 1 else 'are no cities'} of the inventory "
+            f"(cities: {', '.join(sorted(cities))}); nothing was changed"
+        )
+
+
 def world_of(params: Mapping[str, Any]) -> tuple[Registry | None, Universe]:
     """The SAM registry (if any) and every name a status may refer to, from the module's parameters.
 
     A bad catalogue, or a registry line for a city the inventory lacks, is refused here, before anything is reached."""
+    check_status_params(params)
     if params["catalogue"] is not None:
         load_catalogue(params["catalogue"])
     registry = load_registry(params["sam_registry"], params["cities"])

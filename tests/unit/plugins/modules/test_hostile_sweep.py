@@ -78,7 +78,6 @@ def test_grant_of_unknown_key_type(name: str, key_type: str, tmp_path: Path) -> 
 BAD_DAYS = [
     "2026-12-01$(touch /tmp/x)",
     "2026-12-01; id",
-    "2026-12-01 ",
     "2026-12-01T00:00:00",
     "2026-12-1",
     "2026-13-01",
