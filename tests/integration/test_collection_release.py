@@ -303,7 +303,8 @@ class ScratchSecret:
 
 @pytest.fixture
 def scratch_secret(openbao_root: Any) -> Iterator[ScratchSecret]:
-    """A KV v2 mount of the test's own with one secret, and a token that may read only that mount; all removed."""
+    """A KV v2 mount of the test's own with one secret, and a token that may read only that mount (and look itself
+    up, as the default policy allows); all removed."""
     suffix = secrets.token_hex(4)
     mount, policy = f"tunion-test-lookup-{suffix}", f"tunion-test-lookup-{suffix}"
     value = secrets.token_hex(8)
@@ -314,9 +315,7 @@ def scratch_secret(openbao_root: Any) -> Iterator[ScratchSecret]:
             path="hsm/tunion-test", mount_point=mount, secret={"user_pin": value, "so_pin": "not-this-one"}
         )
         openbao_root.sys.create_or_update_policy(policy, f'path "{mount}/data/*" {{ capabilities = ["read"] }}')
-        token = openbao_root.auth.token.create(policies=[policy], ttl="10m", no_default_policy=True)["auth"][
-            "client_token"
-        ]
+        token = openbao_root.auth.token.create(policies=[policy], ttl="10m")["auth"]["client_token"]
         yield ScratchSecret(mount, "hsm/tunion-test", "user_pin", value, token)
     finally:
         if token:
