@@ -26,6 +26,7 @@ description:
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.full
   - tunion.keymgmt.pkcs11
 options:
   user_pin:
@@ -44,16 +45,10 @@ options:
     description:
       - Key types (and optionally versions) to load. Default - every catalogue type a SAM may hold, at its
         highest version valid today. Each is checked against 第二条(四) before any reader is touched.
+      - Each entry is a catalogue key type name, for example V(purchase), or a mapping C({key, version}), for example
+        C({key: purchase, version: 1}); without a version, the highest valid today.
     type: list
-    elements: dict
-    suboptions:
-      key:
-        description: Catalogue key type name, for example V(purchase).
-        type: str
-        required: true
-      version:
-        description: Key version; default the highest valid today.
-        type: int
+    elements: raw
   sam_issuer_label:
     description: Label of the SAM issuer master key; each SAM's master key is diversified from it by serial.
     type: str
@@ -113,11 +108,8 @@ options:
     default: false
 attributes:
   check_mode:
-    support: full
     details: Reads each SAM's serial and key slots and reports what would be loaded; sends no key and no
       authentication, and records nothing.
-  diff_mode:
-    support: full
 requirements:
   - pyscard and a running pcscd on the managed node
 """
@@ -193,12 +185,8 @@ OPTIONS: Spec = {
     "user_pin": {"type": "str", "no_log": True, "required": True},
     "readers": {"type": "list", "elements": "str", "default": ["*"]},
     "catalogue": {"type": "list", "elements": "dict", "required": True},
-    "keys": {
-        "no_log": False,  # key type names and versions, never key material
-        "type": "list",
-        "elements": "dict",
-        "options": {"key": {"type": "str", "required": True, "no_log": False}, "version": {"type": "int"}},
-    },
+    # names or {key, version} (the role's sam_keys takes both); checked by plan_keys before any reader is touched
+    "keys": {"no_log": False, "type": "list", "elements": "raw"},  # key type names and versions, never key material
     "sam_issuer_label": {"type": "str", "default": "internal.sam_issuer.v01.province"},
     "batch_kek_label": {"type": "str", "default": "internal.sam_transport.v01.province"},
     "registry": {"type": "path", "required": True},

@@ -36,7 +36,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors impor
     SamError,
     SamInjectionInvariantError,
 )
-from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import version_name
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import CITY_CODE_RE, version_name
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import blacklist
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import (
     KeyTypeEntry,
@@ -75,9 +75,33 @@ class KeyPlan:
         return self.entry.label(self.version, f"city-{city_code}" if self.scope == "city" else "province")
 
 
-def plan_keys(
-    catalogue: Any, requested: list[Mapping[str, Any]] | None, today: _dt.date | None = None
-) -> list[KeyPlan]:
+def _requested_key(req: Any) -> tuple[str, int | None]:
+    """One entry of the ``keys`` option: a key type name, or ``{key, version}``."""
+    if isinstance(req, str):
+        return req.strip(), None
+    if not isinstance(req, Mapping):
+        raise PolicyError(f"keys entry {req!r} is neither a key type name nor {{key, version}}; nothing was sent")
+    extra = sorted(set(req) - {"key", "version"})
+    if extra:
+        raise PolicyError(
+            f"keys entry {dict(req)!r}: unknown field(s) {', '.join(map(str, extra))}; give {{key, version}}"
+        )
+    if not isinstance(req.get("key"), str) or not req["key"].strip():
+        raise PolicyError(
+            f"keys entry {dict(req)!r}: give the key type name as key, e.g. {{key: purchase, version: 1}}"
+        )
+    version = req.get("version")
+    if version is None:
+        return req["key"].strip(), None
+    try:
+        if isinstance(version, bool):
+            raise ValueError
+        return req["key"].strip(), int(version)
+    except (TypeError, ValueError):
+        raise PolicyError(f"keys entry {req['key']}: version {version!r} is not a number") from None
+
+
+def plan_keys(catalogue: Any, requested: list[Any] | None, today: _dt.date | None = None) -> list[KeyPlan]:
     """The keys to load, checked against the catalogue and the rules before any reader is touched."""
     try:
         cat = load_catalogue(catalogue)
@@ -87,7 +111,7 @@ def plan_keys(
     wanted: list[tuple[KeyTypeEntry, int | None]] = []
     if requested:
         for req in requested:
-            name = str(req.get("key") or req.get("type") or "")
+            name, ver = _requested_key(req)
             try:
                 entry = cat.entry(name)
             except KeyError:
@@ -103,8 +127,7 @@ def plan_keys(
                     f"专用安全存取模块仅存储消费类密钥 (粤交〔2019〕11号 第二条(四)): SAMs hold consumption keys only. "
                     "Nothing was sent to any SAM."
                 ) from None
-            ver = req.get("version")
-            wanted.append((entry, None if ver is None else int(ver)))
+            wanted.append((entry, ver))
     else:
         wanted = [(e, None) for e in cat.for_sam()]
     if not wanted:
@@ -521,6 +544,8 @@ def summarise(results: list[SamResult]) -> dict[str, int]:
 def inject(p: Mapping[str, Any], *, check_mode: bool = False) -> dict[str, Any]:
     """The sam_inject module's body: policy first, then PC/SC and the HSM. ``p`` are the module parameters."""
     plans = plan_keys(p["catalogue"], p.get("keys"))  # 第二条(四): refused here, before any reader is touched
+    if p.get("city_code") and not CITY_CODE_RE.match(str(p["city_code"])):
+        raise PolicyError(f"city_code {p['city_code']!r} is not a 6-digit city code; nothing was sent")
     registry = Registry.load(p["registry"])
     pc = PcscContext()
     try:

@@ -4,12 +4,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import CITY_CODE_RE
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import load_catalogue
 
 
@@ -67,7 +67,7 @@ def parse_targets(
         except (KeyError, TypeError, ValueError) as exc:
             raise DistributionError(f"target {entry!r}: needs city, city_code, grants, kek_version ({exc})") from None
         target = targets[-1]
-        if not re.fullmatch(r"[0-9]{6}", target.city_code):
+        if not CITY_CODE_RE.match(target.city_code):
             raise DistributionError(f"target {target.city}: city_code {target.city_code!r} is not 6 digits")
         unknown = [g for g in target.grants if known is not None and g.key_type not in known]
         if unknown:
