@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-import hvac
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.layout import DEFAULT_MOUNT
+import importlib.util
+import sys
 
-from tunion_lab.lab import LAB_DIR
+import hvac
+
+from tunion_lab.lab import LAB_DIR, REPO
 
 OPENBAO_URL = "https://127.0.0.1:8200"
 CA_CERT = str(LAB_DIR / "ca" / "ca.crt")
 PROVINCE_TOKEN_FILE = LAB_DIR / "nodes" / "tunion-province" / ".openbao" / "token"
-MOUNT = DEFAULT_MOUNT
+
+
+def _collection_default_mount() -> str:
+    """The collection's default KV mount, from its one owner (openbao/layout.py, standard library only). Loaded
+    by path: the lab's own process (bin/lab) does not have ansible_collections on its import path."""
+    path = REPO / "plugins" / "module_utils" / "openbao" / "layout.py"
+    spec = importlib.util.spec_from_file_location("_tunion_openbao_layout", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return str(module.DEFAULT_MOUNT)
+
+
+MOUNT = _collection_default_mount()
 
 
 def province_client() -> hvac.Client:

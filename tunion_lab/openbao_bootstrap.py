@@ -21,7 +21,8 @@ from pathlib import Path
 
 import hvac
 import hvac.exceptions
-from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.layout import DEFAULT_MOUNT
+
+from tunion_lab.openbao_access import MOUNT
 
 PROVINCE_POLICY = "province-admin"
 PROVINCE_USER = "tunion-province"
@@ -52,7 +53,7 @@ path "auth/token/revoke-accessor" { capabilities = ["update"] }
 # Response wrapping of the secret_ids it issues; check that the audit device is declared.
 path "sys/wrapping/lookup" { capabilities = ["update"] }
 path "sys/audit" { capabilities = ["read", "sudo"] }
-""".replace("MOUNT", DEFAULT_MOUNT)
+""".replace("MOUNT", MOUNT)
 
 
 def _token_file(lab_dir: Path) -> Path:
