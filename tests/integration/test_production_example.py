@@ -9,6 +9,7 @@ No connection is made (validation runs on the controller), so this needs no lab.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -243,3 +244,33 @@ def test_every_group_member_accepts_the_options_set_for_its_group() -> None:
     marker = {"openbao": "url", "pkcs11": "pkcs11_library", "sam": "registry"}
     for group, option in marker.items():
         assert set(groups[group]) == {m for m, opts in docs.items() if option in opts}, group
+
+
+def test_pins_come_from_a_lookup_the_collection_ships() -> None:
+    """The example's PIN lookups name a lookup plugin that exists, with options it documents."""
+    text = (PRODUCTION / "group_vars" / "all" / "hsm.yml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    calls = [re.search(r"lookup\('([\w.]+)'(.*)\)\s*}}$", data[pin]) for pin in PINS]
+    assert all(calls), f"the PINs are not lookups: {[data[pin] for pin in PINS]}"
+    for call in calls:
+        assert call is not None
+        name, rest = call.group(1), call.group(2)
+        run = ansible("ansible-doc", "-t", "lookup", "--json", name)
+        assert run.returncode == 0 and json.loads(run.stdout), f"lookup {name} not found: {run.stderr}"
+        options = set(json.loads(run.stdout)[name]["doc"]["options"])
+        assert set(re.findall(r"(\w+)=", rest)) <= options, (name, rest, sorted(options))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"revoke_reason": "r"}, "missing required arguments: revoke_holder"),
+        ({"revoke_holder": "shantou"}, "missing required arguments: revoke_reason"),
+        ({**REVOKE, "revoke_status": "deleted"}, "value of revoke_status must be one of: revoked, suspended"),
+    ],
+)
+def test_a_bad_revocation_request_is_named(extra: dict[str, str], message: str, tmp_path: Path) -> None:
+    inv = inventory_copy(tmp_path)
+    run = ansible("ansible-playbook", "-i", str(inv), "playbooks/revoke.yml", NO_TASK, "-e", json.dumps(PINS | extra))
+    assert run.returncode != 0
+    assert message in run.stdout, run.stdout[-3000:]
