@@ -58,17 +58,19 @@ options:
     description:
       - Clear key components for O(source=components), one per custodian, each with its KCV. They come from the
         custodians' own files or prompts, never from the inventory. Ignored when the key already exists.
+      - Each is the text of a custodian's component file, two lines C(value) (the component in hex, 16 bytes for
+        3DES-2KEY and AES-128, 32 for AES-256) and C(kcv) (its KCV in hex, as printed on the custodian's form), read
+        exactly as typed; or a mapping C({value, kcv}) whose values are text. A number where hex was typed (what
+        C(from_yaml) makes of an unquoted C(043430)) is refused.
     type: list
-    elements: dict
-    suboptions:
-      value:
-        description: The component in hex (16 bytes for 3DES-2KEY and AES-128, 32 for AES-256).
-        type: str
-        required: true
-      kcv:
-        description: KCV of this component (hex), as printed on the custodian's form.
-        type: str
-        required: true
+    elements: raw
+  missing_components:
+    description:
+      - Custodian component files that were looked for and not found. When the key is absent, the module names them
+        and imports nothing (fewer components would only show as a KCV mismatch). Ignored when the key exists.
+    type: list
+    elements: str
+    default: []
   expected_kcv:
     description: KCV the key must have; defaults to the catalogue version's C(kcv).
     type: str
@@ -127,10 +129,10 @@ EXAMPLES = r"""
     key: purchase
     version: 1
     source: components
-    components:
-      - "{{ lookup('ansible.builtin.file', custodian_dir ~ '/custodian-1/purchase-v01.yml') | from_yaml }}"
-      - "{{ lookup('ansible.builtin.file', custodian_dir ~ '/custodian-2/purchase-v01.yml') | from_yaml }}"
-      - "{{ lookup('ansible.builtin.file', custodian_dir ~ '/custodian-3/purchase-v01.yml') | from_yaml }}"
+    components:  # each file's text, read as typed (not from_yaml, which makes a number of an unquoted 043430)
+      - "{{ lookup('ansible.builtin.file', custodian_dir ~ '/custodian-1/purchase-v01.yml') }}"
+      - "{{ lookup('ansible.builtin.file', custodian_dir ~ '/custodian-2/purchase-v01.yml') }}"
+      - "{{ lookup('ansible.builtin.file', custodian_dir ~ '/custodian-3/purchase-v01.yml') }}"
   no_log: true
 """
 
@@ -182,14 +184,9 @@ OPTIONS: Spec = {
     "holder": {"type": "str", "default": "province"},
     "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
     "source": {"type": "str", "choices": ["generate", "components", "wrapped"]},
-    "components": {
-        "type": "list",
-        "elements": "dict",
-        "options": {
-            "value": {"type": "str", "required": True, "no_log": True},
-            "kcv": {"type": "str", "required": True},
-        },
-    },
+    # the text of each custodian's file (read as typed, formats/component.py), or {value, kcv}: clear components
+    "components": {"type": "list", "elements": "raw", "no_log": True},
+    "missing_components": {"type": "list", "elements": "str", "default": []},
     "expected_kcv": {"type": "str"},
     "wrapped": {
         "type": "dict",

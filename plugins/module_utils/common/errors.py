@@ -49,6 +49,10 @@ class RegistryError(TunionError, ValueError):
         super().__init__("SAM registry refused: " + "; ".join(errors[:20]) + more)
 
 
+class ComponentError(TunionError, ValueError):
+    """A custodian's key component is missing or malformed. The message never holds the component."""
+
+
 class CatalogueError(TunionError, ValueError):
     """The catalogue breaks one or more rules; ``errors`` lists each one as a sentence."""
 

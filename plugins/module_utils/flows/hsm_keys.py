@@ -12,12 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import today
-from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import HsmError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import ComponentError, HsmError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import (
     KeyTypeEntry,
     KeyVersion,
     load_catalogue,
 )
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.component import FORMAT, Component, component_of
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.policy import KeyPolicy
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import HsmToken, hsm_session
 
@@ -41,6 +42,20 @@ def _policy(entry: KeyTypeEntry, ver: KeyVersion, trusted: bool) -> KeyPolicy:
     )
 
 
+def _components(p: Mapping[str, Any], label: str) -> list[Component]:
+    """The custodians' components for an absent key, each read as typed; a missing file is named, not guessed."""
+    missing = p.get("missing_components") or []
+    if missing:  # fewer components would only show as a KCV mismatch
+        raise ComponentError(
+            f"{label} is absent and {len(missing)} custodian component file(s) are missing: {', '.join(missing)}; "
+            f"each custodian puts theirs there ({FORMAT}). Nothing was imported"
+        )
+    raw = p["components"] or []
+    if not raw:
+        raise HsmError(f"{label} is absent and source is 'components', but no components were given")
+    return [component_of(c, f"component {i}") for i, c in enumerate(raw, 1)]
+
+
 def _create(  # noqa: PLR0917
     tok: HsmToken,
     p: Mapping[str, Any],
@@ -61,13 +76,11 @@ def _create(  # noqa: PLR0917
         key = tok.generate_secret(entry.algorithm, label, key_id, policy)
         return key, "generated", tok.kcv(key, method)
     if source == "components":
-        raw = p["components"] or []
-        if not raw:
-            raise HsmError(f"{label} is absent and source is 'components', but no components were given")
+        given = _components(p, label)
         comps: list[bytearray] = []
         try:
-            kcvs = [bytes(_hex(c["kcv"], f"the KCV of component {i}")) for i, c in enumerate(raw, 1)]
-            comps = [_hex(c["value"], f"component {i}") for i, c in enumerate(raw, 1)]
+            kcvs = [bytes(_hex(c.kcv, f"the KCV of component {i}")) for i, c in enumerate(given, 1)]
+            comps = [_hex(c.value, f"component {i}") for i, c in enumerate(given, 1)]
             key, kcv = tok.import_components(
                 entry.algorithm,
                 comps,

@@ -240,7 +240,12 @@ def _entry(raw: Mapping[str, Any], idx: int, errors: list[str]) -> KeyTypeEntry 
         if nb and na and na < nb:
             errors.append(f"{vwhere}: validity ends ({na}) before it starts ({nb})")
         kcv = vraw.get("kcv")
-        if kcv is not None and not re.fullmatch(r"[0-9A-Fa-f]{6,10}", str(kcv)):
+        if kcv is not None and not isinstance(kcv, str):  # what was typed cannot be told from the number
+            errors.append(
+                f"{vwhere}: kcv was read as the {type(kcv).__name__} {kcv!r}, not as text: YAML retypes unquoted "
+                'digits (043430 is octal 18200); quote it, e.g. kcv: "043430"'
+            )
+        elif kcv is not None and not re.fullmatch(r"[0-9A-Fa-f]{6,10}", kcv):
             errors.append(f"{vwhere}: kcv must be 6 to 10 hex digits")
         standby = vraw.get("standby", False)
         if not isinstance(standby, bool):
