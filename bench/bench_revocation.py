@@ -5,7 +5,7 @@
 
 1. Time from the start of a city's access cut to OpenBao's first denial of that city's live token (a poller thread
    reads the city's KEK envelope with the city's own token in a tight loop). The cut is the code path of a revocation
-   (plugins/module_utils/revocation.cut_city_access: policy first); it is run as a suspension so the city is
+   (plugins/module_utils/flows/status_openbao.cut_city_access: policy first); it is run as a suspension so the city is
    restored without reissuing keys. Aim: under 1 s.
 2. Time to a complete enforcement report for the 21 cities: playbooks/enforce_status.yml revoking one city, from
    the start of the run to the report on disk (every node, OpenBao and SAM groups). Aim: under 30 s.

@@ -67,6 +67,8 @@ options:
     default: tunion-kb
 notes:
   - Tokens, role_ids and secret_ids are C(no_log); error messages name the address, path and HTTP status only.
+  - Every module of the action group C(tunion.keymgmt.openbao) (meta/runtime.yml) takes these options, so a play
+    sets them once with C(module_defaults) for C(group/tunion.keymgmt.openbao); the examples leave them out.
 requirements:
   - hvac (Python library) on the managed node
 """

@@ -32,5 +32,7 @@ options:
 requirements:
   - python-pkcs11 >= 0.10 on the managed node
 notes:
+  - Every module of the action group C(tunion.keymgmt.pkcs11) (meta/runtime.yml) takes these options, so a play
+    sets them once with C(module_defaults) for C(group/tunion.keymgmt.pkcs11).
   - PINs are C(no_log). No module returns key values; keys are identified by label and KCV.
 """

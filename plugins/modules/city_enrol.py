@@ -18,27 +18,15 @@ version_added: 0.1.0
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.full
   - tunion.keymgmt.openbao
   - tunion.keymgmt.pkcs11
   - tunion.keymgmt.distribution.city
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
 """
 
 EXAMPLES = r"""
 - name: Enrol this city
   tunion.keymgmt.city_enrol:
-    url: "{{ openbao_addr }}"
-    ca_cert: "{{ openbao_ca_cert }}"
-    auth_method: approle
-    role_name: "{{ cred.role_name }}"
-    role_id: "{{ cred.role_id }}"
-    wrapped_secret_id: "{{ cred.wrapped_secret_id }}"
-    token_label: "{{ hsm_token_label }}"
-    user_pin: "{{ hsm_user_pin }}"
     city: "{{ inventory_hostname }}"
     city_code: "{{ city_code }}"
 """
@@ -67,6 +55,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.
     ensure_city_rsa,
     publish_enrolment,
 )
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import check_city
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
@@ -74,6 +63,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import
 
 def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
+    check_city(p["city"], p["city_code"])  # refused before anything is reached
     bao = module.opened(connect(p))
     with session_from_params(p, rw=not module.check_mode) as hsm:
         created, public_der = ensure_city_rsa(hsm, p["city_code"], module.check_mode)

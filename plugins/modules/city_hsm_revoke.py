@@ -20,6 +20,7 @@ version_added: 0.1.0
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.full
   - tunion.keymgmt.pkcs11
 options:
   city_codes:
@@ -39,10 +40,7 @@ options:
     default: []
 attributes:
   check_mode:
-    support: full
     details: Lists what would be destroyed, destroys nothing.
-  diff_mode:
-    support: full
 """
 
 EXAMPLES = r"""

@@ -23,22 +23,18 @@ version_added: 0.1.0
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.no_diff
   - tunion.keymgmt.openbao
   - tunion.keymgmt.status
   - tunion.keymgmt.distribution.targets
 attributes:
   check_mode:
-    support: full
     details: The module only reads; it works the same in check mode.
-  diff_mode:
-    support: none
 """
 
 EXAMPLES = r"""
 - name: Plan distribution for the cities whose status is active
   tunion.keymgmt.distribution_plan:
-    url: "{{ openbao_addr }}"
-    ca_cert: "{{ openbao_ca_cert }}"
     cities: "{{ status_cities }}"
     status: "{{ tunion_status }}"
     sam_registry: "{{ status_sam_registry }}"

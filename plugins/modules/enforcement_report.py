@@ -17,6 +17,7 @@ version_added: 0.1.0
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.no_diff
   - tunion.keymgmt.openbao
 options:
   trigger:
@@ -68,17 +69,12 @@ options:
     default: false
 attributes:
   check_mode:
-    support: full
     details: Builds the report and returns it; writes no file and no state.
-  diff_mode:
-    support: none
 """
 
 EXAMPLES = r"""
 - name: Enforcement report
   tunion.keymgmt.enforcement_report:
-    url: "{{ openbao_addr }}"
-    ca_cert: "{{ openbao_ca_cert }}"
     openbao_result: "{{ status_openbao }}"
     blacklist_result: "{{ status_blacklist }}"
     city_revoke: "{{ dict(groups['cities'] | zip(groups['cities'] | map('extract', hostvars)

@@ -26,6 +26,7 @@ description:
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.full
   - tunion.keymgmt.pkcs11
 options:
   catalogue:
@@ -105,10 +106,7 @@ options:
     default: false
 attributes:
   check_mode:
-    support: full
     details: In check mode components are still checked against their KCVs (with transient session objects).
-  diff_mode:
-    support: full
 """
 
 EXAMPLES = r"""

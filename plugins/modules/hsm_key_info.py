@@ -16,6 +16,7 @@ description:
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.no_diff
   - tunion.keymgmt.pkcs11
 options:
   user_pin:
@@ -41,11 +42,6 @@ options:
         return for private objects.
     type: list
     elements: dict
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 """
 
 EXAMPLES = r"""

@@ -18,6 +18,7 @@ description:
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.full
   - tunion.keymgmt.pkcs11
 options:
   user_pin:
@@ -31,11 +32,6 @@ options:
       - Re-initialise the token even though it exists, destroying every object on it.
     type: bool
     default: false
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
 """
 
 EXAMPLES = r"""

@@ -18,17 +18,13 @@ description:
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.no_diff
 options:
   catalogue:
     description: The key catalogue, a list of key types (see docs/hsm.md for the fields).
     type: list
     elements: dict
     required: true
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 """
 
 EXAMPLES = r"""

@@ -24,28 +24,18 @@ version_added: 0.1.0
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.full
   - tunion.keymgmt.openbao
   - tunion.keymgmt.pkcs11
   - tunion.keymgmt.distribution.city
 attributes:
   check_mode:
-    support: full
     details: Verifies everything (a session copy of a new KEK stands in for it) and installs nothing.
-  diff_mode:
-    support: full
 """
 
 EXAMPLES = r"""
 - name: Install this city's granted keys
   tunion.keymgmt.keyblock_install:
-    url: "{{ openbao_addr }}"
-    ca_cert: "{{ openbao_ca_cert }}"
-    auth_method: approle
-    role_name: "{{ cred.role_name }}"
-    role_id: "{{ cred.role_id }}"
-    wrapped_secret_id: "{{ cred.wrapped_secret_id }}"
-    token_label: "{{ hsm_token_label }}"
-    user_pin: "{{ hsm_user_pin }}"
     city: "{{ inventory_hostname }}"
     city_code: "{{ city_code }}"
 """
@@ -93,6 +83,7 @@ from typing import Any
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.install import install_for_city
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import check_city
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
@@ -100,6 +91,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import
 
 def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
+    check_city(p["city"], p["city_code"])  # refused before anything is reached
     bao = module.opened(connect(p))
     with session_from_params(p, rw=not module.check_mode) as hsm:
         result = install_for_city(bao, hsm, p["city"], p["city_code"], check_mode=module.check_mode)

@@ -25,6 +25,7 @@ version_added: 0.1.0
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.full
   - tunion.keymgmt.openbao
   - tunion.keymgmt.pkcs11
   - tunion.keymgmt.distribution.targets
@@ -33,20 +34,11 @@ options:
     description: Issuer named in every block header.
     type: str
     default: GD-TUNION-PROVINCE
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
 """
 
 EXAMPLES = r"""
 - name: Wrap and publish every city's granted keys
   tunion.keymgmt.keyblock_publish:
-    url: "{{ openbao_addr }}"
-    ca_cert: "{{ openbao_ca_cert }}"
-    token_label: "{{ hsm_token_label }}"
-    user_pin: "{{ hsm_user_pin }}"
     so_pin: "{{ hsm_so_pin }}"
     targets:
       - city: guangzhou

@@ -16,6 +16,7 @@ version_added: 0.1.0
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.no_diff
   - tunion.keymgmt.openbao
   - tunion.keymgmt.pkcs11
   - tunion.keymgmt.distribution.targets
@@ -24,20 +25,11 @@ options:
     description: Fail the task, naming the cities, when any difference is found.
     type: bool
     default: true
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 """
 
 EXAMPLES = r"""
 - name: Compare city KCVs with the province's
   tunion.keymgmt.keyblock_status:
-    url: "{{ openbao_addr }}"
-    ca_cert: "{{ openbao_ca_cert }}"
-    token_label: "{{ hsm_token_label }}"
-    user_pin: "{{ hsm_user_pin }}"
     targets: "{{ distribution_targets }}"
 """
 

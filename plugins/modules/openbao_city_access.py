@@ -17,6 +17,7 @@ version_added: 0.1.0
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.full
   - tunion.keymgmt.openbao
 options:
   cities:
@@ -40,11 +41,6 @@ options:
     description: Longest a city token can be renewed to.
     type: str
     default: 15m
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
 notes:
   - The audit device is declared in the OpenBao server configuration (OpenBao 2.x accepts it only there).
 """
@@ -52,8 +48,6 @@ notes:
 EXAMPLES = r"""
 - name: City policies and AppRoles
   tunion.keymgmt.openbao_city_access:
-    url: "{{ openbao_addr }}"
-    ca_cert: "{{ openbao_ca_cert }}"
     cities: "{{ groups['cities'] }}"
 """
 
@@ -80,6 +74,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.
     ensure_city_access,
     ensure_engines,
 )
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import check_cities
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
 
 OPTIONS: Spec = {
@@ -94,6 +89,7 @@ OPTIONS: Spec = {
 def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
     settings = AccessSettings.from_params(p)
+    check_cities(p["cities"])  # refused before anything is reached
     bao = module.opened(connect(p))
     changes = ensure_engines(bao, settings, module.check_mode)
     for city in p["cities"]:

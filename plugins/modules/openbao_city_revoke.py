@@ -33,6 +33,7 @@ version_added: 0.1.0
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.full
   - tunion.keymgmt.openbao
   - tunion.keymgmt.status
 options:
@@ -61,10 +62,7 @@ options:
     default: 15m
 attributes:
   check_mode:
-    support: full
     details: Reports every action it would take (policy, secret_ids, AppRole, tokens, entries) and changes nothing.
-  diff_mode:
-    support: full
 notes:
   - Runs at the province with the province's own token (policy C(province-admin)); never with the root token.
 """
@@ -72,16 +70,12 @@ notes:
 EXAMPLES = r"""
 - name: Enforce the inventory's statuses in OpenBao
   tunion.keymgmt.openbao_city_revoke:
-    url: "{{ openbao_addr }}"
-    ca_cert: "{{ openbao_ca_cert }}"
     cities: "{{ dict(groups['cities'] | zip(groups['cities'] | map('extract', hostvars, 'city_code'))) }}"
     status: "{{ tunion_status }}"
     sam_registry: "{{ status_sam_registry }}"
 
 - name: Emergency revocation of one city
   tunion.keymgmt.openbao_city_revoke:
-    url: "{{ openbao_addr }}"
-    ca_cert: "{{ openbao_ca_cert }}"
     cities: "{{ status_cities }}"
     request: {name: shantou, reason: "keys passed to an unauthorised party", status: revoked}
 """

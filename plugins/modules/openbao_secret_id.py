@@ -17,6 +17,7 @@ version_added: 0.1.0
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.no_diff
   - tunion.keymgmt.openbao
 options:
   cities:
@@ -41,17 +42,12 @@ options:
     default: 5m
 attributes:
   check_mode:
-    support: full
     details: In check mode nothing is issued and the credentials are empty.
-  diff_mode:
-    support: none
 """
 
 EXAMPLES = r"""
 - name: Credentials for this run (the result holds secrets)
   tunion.keymgmt.openbao_secret_id:
-    url: "{{ openbao_addr }}"
-    ca_cert: "{{ openbao_ca_cert }}"
     cities: "{{ groups['cities'] }}"
   register: city_credentials
   no_log: true
@@ -77,6 +73,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.
     AccessSettings,
     issue_wrapped_secret_id,
 )
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import check_cities
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
 
 OPTIONS: Spec = {
@@ -91,6 +88,7 @@ def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
     settings = AccessSettings(approle_mount=p["approle_mount"])
     credentials: dict[str, dict[str, Any]] = {}
+    check_cities(p["cities"])  # refused before anything is reached
     if module.check_mode:
         return {"changed": False, "credentials": {}, "issued": 0}
     bao = module.opened(connect(p))

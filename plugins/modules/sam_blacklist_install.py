@@ -15,6 +15,7 @@ version_added: 0.1.0
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.full
   - tunion.keymgmt.pkcs11
 options:
   blacklist:
@@ -28,11 +29,6 @@ options:
     description: Where the verified list is kept for the terminals.
     type: path
     default: ~/sam-blacklist/current.json
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
 """
 
 EXAMPLES = r"""

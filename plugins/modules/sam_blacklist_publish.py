@@ -17,6 +17,7 @@ version_added: 0.1.0
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.full
   - tunion.keymgmt.openbao
   - tunion.keymgmt.pkcs11
 options:
@@ -37,19 +38,12 @@ options:
     default: GD-TUNION-PROVINCE
 attributes:
   check_mode:
-    support: full
     details: Computes the list and its MACs with a transient key when the MAC key does not exist yet; stores nothing.
-  diff_mode:
-    support: full
 """
 
 EXAMPLES = r"""
 - name: Publish the SAM blacklist
   tunion.keymgmt.sam_blacklist_publish:
-    url: "{{ openbao_addr }}"
-    ca_cert: "{{ openbao_ca_cert }}"
-    token_label: "{{ hsm_token_label }}"
-    user_pin: "{{ hsm_user_pin }}"
     cities: "{{ status_cities }}"
     statuses: "{{ status_openbao.statuses }}"
     sam_registry: "{{ status_sam_registry }}"

@@ -16,6 +16,7 @@ description:
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.no_diff
 options:
   readers:
     description: PC/SC reader names or shell patterns.
@@ -25,11 +26,6 @@ options:
   registry:
     description: SAM registry CSV; when given, each SAM's assignment (city, holder, status) is added.
     type: path
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 requirements:
   - pyscard and a running pcscd on the managed node
 """

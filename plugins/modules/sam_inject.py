@@ -45,8 +45,8 @@ options:
     description:
       - Key types (and optionally versions) to load. Default - every catalogue type a SAM may hold, at its
         highest version valid today. Each is checked against 第二条(四) before any reader is touched.
-      - Each entry is a catalogue key type name, for example V(purchase), or a mapping C({key, version}), for example
-        C({key: purchase, version: 1}); without a version, the highest valid today.
+      - "Each entry is a catalogue key type name, for example V(purchase), or a mapping C({key, version}), for example
+        C({key: purchase, version: 1}); without a version, the highest valid today."
     type: list
     elements: raw
   sam_issuer_label:

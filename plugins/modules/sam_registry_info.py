@@ -15,6 +15,7 @@ description:
 author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
+  - tunion.keymgmt.attributes.no_diff
 options:
   registry:
     description: The desired registry CSV.
@@ -40,11 +41,6 @@ options:
     description: At most this many records (0 - all).
     type: int
     default: 1000
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 """
 
 EXAMPLES = r"""
