@@ -102,6 +102,14 @@ def entry_point_playbook(tmp: Path, entries: list[tuple[str, str]]) -> Path:
     return path
 
 
+def assert_fails_naming(run: subprocess.CompletedProcess[str], variable: str, what: str) -> None:
+    """The run failed, and every host that failed was told the variable's name."""
+    assert run.returncode != 0, f"{variable} left out, yet {what} passed validation"
+    failures = [line for line in run.stdout.splitlines() if line.startswith("fatal:")]
+    assert failures, run.stdout[-3000:]
+    assert all(variable in line for line in failures), failures
+
+
 def all_entry_points() -> list[tuple[str, str]]:
     return [(role, entry) for role in ROLES for entry in argument_specs(role)]
 
@@ -150,10 +158,7 @@ def test_a_required_variable_left_out_fails_with_its_name(role: str, entry: str,
     inv = inventory_copy(tmp_path, leave_out=variable)
     playbook = entry_point_playbook(tmp_path, [(role, entry)])
     run = ansible("ansible-playbook", "-i", str(inv), str(playbook), NO_TASK, *extra_vars(leave_out=variable))
-    assert run.returncode != 0, f"{variable} left out, yet {role}/{entry} passed validation"
-    failures = [line for line in run.stdout.splitlines() if line.startswith("fatal:")]
-    assert failures, run.stdout[-3000:]
-    assert all(variable in line for line in failures), failures
+    assert_fails_naming(run, variable, f"{role}/{entry}")
 
 
 def playbook_entry_points(playbook: str) -> list[tuple[str, str]]:
@@ -193,10 +198,35 @@ def test_a_playbook_without_a_required_variable_fails_with_its_name(
 ) -> None:
     inv = inventory_copy(tmp_path, leave_out=variable)
     run = ansible("ansible-playbook", "-i", str(inv), f"playbooks/{playbook}", NO_TASK, *extra_vars(variable))
-    assert run.returncode != 0, f"{variable} left out, yet {playbook} passed validation"
-    failures = [line for line in run.stdout.splitlines() if line.startswith("fatal:")]
-    assert failures, run.stdout[-3000:]
-    assert all(variable in line for line in failures), failures
+    assert_fails_naming(run, variable, playbook)
+
+
+# What differs from site to site, so no role can default it: a site's inventory must set each of these.
+SITE_SPECIFIC = {
+    "key_catalogue",  # the Ministry's KCVs and the validity periods from the key letters
+    "pkcs11_library",  # the HSM vendor's module
+    "hsm_user_pin",  # where the PINs come from
+    "hsm_so_pin",
+    "hsm_custodian_dir",  # where the custodians' media are mounted
+    "openbao_addr",
+    "openbao_ca_cert",
+    "distribution_grants",
+    "sam_registry_csv",
+    "sam_readers",  # the personalisation machine's readers
+    "city_code",  # each city's code (hosts.yml)
+    "revoke_holder",  # revoke.yml's command line
+    "revoke_reason",
+}
+
+
+def test_the_roles_require_exactly_the_site_specific_variables() -> None:
+    required = {
+        name
+        for role, entry in all_entry_points()
+        for name, spec in argument_specs(role)[entry]["options"].items()
+        if spec.get("required")
+    }
+    assert required == SITE_SPECIFIC
 
 
 def test_the_sweep_leaves_each_variable_out_of_the_example() -> None:
