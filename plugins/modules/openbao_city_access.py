@@ -13,8 +13,6 @@ description:
     its KEK envelope and key blocks (read). Any other city's path or the province's paths answer 403.
   - The AppRole issues single-use, short-lived secret_ids and short-lived tokens carrying only the city policy.
   - Runs at the province, with the province's own token (never the root token).
-version_added: 0.1.0
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.full
@@ -69,12 +67,12 @@ from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import check_cities
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.access import (
     AccessSettings,
     ensure_city_access,
     ensure_engines,
 )
-from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import check_cities
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
 
 OPTIONS: Spec = {

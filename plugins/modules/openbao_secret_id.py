@@ -13,8 +13,6 @@ description:
     unwrapped first makes the city's unwrap fail, so an interception shows.
   - Issuing a login credential is not a change of managed state (like a login), so the module reports
     C(changed=false). Run the task with C(no_log=true) - its result holds the credentials.
-version_added: 0.1.0
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.no_diff
@@ -69,11 +67,11 @@ from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import check_cities
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.access import (
     AccessSettings,
     issue_wrapped_secret_id,
 )
-from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import check_cities
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
 
 OPTIONS: Spec = {

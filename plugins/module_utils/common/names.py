@@ -10,13 +10,17 @@ Label: ``<class>.<type>.v<VV>.<holder>``, e.g. ``consumption.purchase.v01.provin
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import HsmError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError, HsmError
 
 #: a city's code (行政区划代码, six digits) and a SAM serial (ten bytes, hex)
 CITY_CODE_RE = re.compile(r"^[0-9]{6}$")
 SAM_SERIAL_RE = re.compile(r"^[0-9A-F]{20}$")
+#: a city's name (the inventory host): it names OpenBao paths, the city's policy and AppRole, so nothing else
+CITY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 VERSION_NAME_RE = re.compile(r"^(?P<type>[a-z][a-z0-9_]*)\.v(?P<ver>[0-9a-f]{2})$")
 
 #: key classes and their CKA_ID class byte. 消费类 / 充值类 (第二条(三)), plus internal keys (KEKs, SAM issuer keys).
@@ -107,3 +111,13 @@ def parse_version_name(name: str) -> tuple[str, int] | None:
 def city_holder(city_code: str) -> str:
     """The holder name of a city's keys: ``city-<code>``."""
     return f"city-{city_code}"
+
+
+def check_cities(names: Iterable[Any]) -> None:
+    """City names as the distribution modules take them; refused by name before anything is reached."""
+    bad = [str(n) for n in names if not isinstance(n, str) or not CITY_NAME_RE.match(n)]
+    if bad:
+        raise DistributionError(
+            f"city name(s) {', '.join(map(repr, bad))}: a city name is letters, digits, '.', '_' or '-' (it names the "
+            "city's OpenBao paths, policy and AppRole); nothing was changed"
+        )

@@ -9,8 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
-from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import CITY_CODE_RE
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import CITY_CODE_RE, check_cities
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import load_catalogue
+
+
+def check_city(city: Any, city_code: Any) -> None:
+    """One city and its code, refused by name before anything is reached."""
+    check_cities([city])
+    if not CITY_CODE_RE.match(str(city_code)):
+        raise DistributionError(f"city {city}: city_code {city_code!r} is not 6 digits; nothing was changed")
 
 
 @dataclass(frozen=True)
@@ -67,8 +74,7 @@ def parse_targets(
         except (KeyError, TypeError, ValueError) as exc:
             raise DistributionError(f"target {entry!r}: needs city, city_code, grants, kek_version ({exc})") from None
         target = targets[-1]
-        if not CITY_CODE_RE.match(target.city_code):
-            raise DistributionError(f"target {target.city}: city_code {target.city_code!r} is not 6 digits")
+        check_city(target.city, target.city_code)
         unknown = [g for g in target.grants if known is not None and g.key_type not in known]
         if unknown:
             raise DistributionError(

@@ -16,7 +16,12 @@ from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import parse_day
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import RevocationError
-from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import CITY_CODE_RE, KeyName, version_name
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import (
+    CITY_CODE_RE,
+    KeyName,
+    check_cities,
+    version_name,
+)
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import load_catalogue
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.sam_registry import Registry, load_registry
 
@@ -210,6 +215,7 @@ def universe(cities: dict[str, str], registry: Registry | None, catalogue: list[
 def check_status_params(params: Mapping[str, Any]) -> None:
     """The cities, the day and the cities named by grants or targets: refused before anything is reached."""
     cities = params["cities"]
+    check_cities(cities)
     bad = sorted(f"{name}: {code!r}" for name, code in cities.items() if not CITY_CODE_RE.match(str(code)))
     if bad:
         raise RevocationError(f"cities: city codes must be 6 digits ({', '.join(bad)}); nothing was changed")

@@ -183,6 +183,7 @@ def test_openbao_city_access_ships_no_hsm_or_pcsc_code() -> None:
         "argspec",
         "base",
         "common.errors",
+        "common.names",  # check_cities: a city name names OpenBao paths, refused before connecting
         "flows.distribution.access",
         "openbao.client",
         "openbao.layout",
