@@ -1,6 +1,7 @@
 # Copyright: tunion-keyops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The module attributes of tunion.keymgmt: every module runs in check mode; diff mode is ``.full`` or ``.no_diff``.
+"""What every tunion.keymgmt module's documentation shares: authors, first version, and the attributes (every
+module runs in check mode; diff mode is ``.full`` or ``.no_diff``).
 
 A module names ``tunion.keymgmt.attributes`` and one of ``tunion.keymgmt.attributes.full`` or
 ``tunion.keymgmt.attributes.no_diff``; its own ``attributes`` add only the ``details`` of its check mode."""
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 class ModuleDocFragment:
     DOCUMENTATION = r"""
+version_added: 0.1.0
+author: tunion-keyops engineers (@tunion-keyops)
 options: {}
 attributes:
   check_mode:

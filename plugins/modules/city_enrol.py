@@ -14,8 +14,6 @@ description:
   - The province then generates the city's AES-256 KEK in its own HSM and wraps it under this public key with
     RSA-OAEP (M(tunion.keymgmt.keyblock_publish)); M(tunion.keymgmt.keyblock_install) unwraps it into this token.
   - Nothing changes when the pair exists and OpenBao already holds the same public key.
-version_added: 0.1.0
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.full

@@ -16,8 +16,6 @@ description:
     end of a rotation's grace period, or revoked by a C(key_versions) status.
   - Returns the label, object class and KCV (computed in the HSM before destruction) of each object destroyed;
     never a value. A second run finds nothing and changes nothing.
-version_added: 0.1.0
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.full

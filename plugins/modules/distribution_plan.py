@@ -19,8 +19,6 @@ description:
     blocks, removes the others, and each city destroys the keys no block carries any more.
   - RV(issue) lists the new versions of rotated keys that the province generates itself (catalogue
     C(origin=province), C(source=generate)); C(playbooks/distribute.yml) makes sure they are in the province HSM.
-version_added: 0.1.0
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.no_diff

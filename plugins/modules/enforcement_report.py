@@ -13,8 +13,6 @@ description:
     enforces them and its report says so (C(enforced ... (was unreachable since ...))).
   - Writes C(enforcement-<time>.json) and C(enforcement-<time>.txt), plus C(latest.json) and C(latest.txt), under
     O(report_dir) on the province host, whenever the run changed something or a part is (or was) pending.
-version_added: 0.1.0
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.no_diff

@@ -7,7 +7,6 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: hsm_key
 short_description: Manage one catalogue key (type and version) in a PKCS#11 token, and its per-city diversified keys
-version_added: 0.1.0
 description:
   - Makes sure the key O(key) version O(version) of the catalogue exists in the token (O(state=present)) or does
     not (O(state=absent)). The catalogue is validated first; nothing touches the token if it breaks a rule.
@@ -23,7 +22,6 @@ description:
     catalogue's C(kcv_method) (V(ecb) or V(cmac), over 16 zero bytes).
   - A key that exists is left alone (C(changed=false)); if its KCV differs from the expected one the module fails
     rather than replace it.
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.full

@@ -7,13 +7,11 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: hsm_key_info
 short_description: List the keys in a PKCS#11 token, with KCVs and attributes, never values
-version_added: 0.1.0
 description:
   - Lists the keys of a token - label, CKA_ID, class, type, version and holder (parsed from the project's label
     scheme), algorithm, KCV, validity and attributes. Key values are never read.
   - The KCV is computed inside the HSM (docs/hsm.md). AES keys use O(kcv_method), or the catalogue's method when
     O(catalogue) is given.
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.no_diff

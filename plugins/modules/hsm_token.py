@@ -7,7 +7,6 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: hsm_token
 short_description: Make sure a PKCS#11 token exists with a given label and PINs
-version_added: 0.1.0
 description:
   - Initialises a free slot with the label, SO PIN and user PIN when no token has that label.
   - When the token exists, proves the user PIN by logging in once. A wrong PIN is a clear error and is never
@@ -15,7 +14,6 @@ description:
     its final try or a locked PIN.
   - Never re-initialises a token that exists unless O(force=true); a forced run reports how many objects it
     destroys (and, in check mode, how many it would destroy).
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.full

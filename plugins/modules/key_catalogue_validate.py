@@ -7,7 +7,6 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: key_catalogue_validate
 short_description: Validate the key catalogue before any token is touched
-version_added: 0.1.0
 description:
   - Checks the whole key catalogue against the province's key management rules (粤交〔2019〕11号) and reports every
     violation at once. Nothing is changed anywhere; run it before any task that touches an HSM or a SAM.
@@ -15,7 +14,6 @@ description:
     consumption keys only."
   - Duplicate key type/version pairs, unknown algorithms, validity periods that end before they start, consumption
     keys not from the Ministry and recharge keys not from the province (第九条) are refused.
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.no_diff

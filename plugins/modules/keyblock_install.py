@@ -20,8 +20,6 @@ description:
     RSA transport pair are never touched here.
   - A second run with nothing new changes nothing - blocks whose key is already in the token with the same KCV are
     verified and left alone, and the status is rewritten only if its content changed.
-version_added: 0.1.0
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.full

@@ -21,8 +21,6 @@ description:
   - Blocks of the city that are no longer granted (a retired or revoked key version, a withdrawn grant) are
     destroyed in OpenBao, every version and the metadata (RV(cities) C(blocks_retired)).
   - Cities that have not enrolled yet are listed in RV(awaiting_enrolment) and skipped.
-version_added: 0.1.0
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.full

@@ -12,8 +12,6 @@ description:
     difference - a key not installed, a different KCV, a city that never reported, a key installed but no longer
     granted.
   - Read-only - never changes anything.
-version_added: 0.1.0
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.no_diff

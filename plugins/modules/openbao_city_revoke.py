@@ -29,8 +29,6 @@ description:
     OpenBao, for every city; RV(hsm_destroy) names the active cities that still report holding them, whose HSMs must
     destroy them (M(tunion.keymgmt.city_hsm_revoke) with O(tunion.keymgmt.city_hsm_revoke#module:key_versions)).
   - A request or status naming an unknown holder, or the province itself, is refused before anything changes.
-version_added: 0.1.0
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.full

@@ -11,8 +11,6 @@ description:
     host (O(city_code) omitted) under the province's blacklist MAC key - then writes it to O(path), atomically.
   - Refuses a list that fails its MAC, carries no MAC for this city, or is older than the version already held.
   - Returns the version the node now holds - its confirmation for the enforcement report.
-version_added: 0.1.0
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.full

@@ -13,8 +13,6 @@ description:
     (every version kept) and returned, for M(tunion.keymgmt.sam_blacklist_install) to put on every active node.
   - MACs are computed inside the province HSM - one under the province's blacklist MAC key (created on first use,
     AES-256, never extractable), one per active city under a key derived from that city's KEK.
-version_added: 0.1.0
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.full

@@ -7,13 +7,11 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: sam_info
 short_description: Read the PSAMs in PC/SC readers - serial, terminal number and key slots, never key values
-version_added: 0.1.0
 description:
   - Reads the SAM in each matching reader (TUnion PSAM profile, docs/sam-profile.md) - its serial, terminal number,
     key file capacity and, per key slot, the key usage, version, algorithm and KCV. A PSAM has no command that
     returns a key value, so none can be returned.
   - The SAM is left in the reader (no reset), so a personalisation machine does not move it.
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.no_diff

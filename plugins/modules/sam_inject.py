@@ -7,7 +7,6 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: sam_inject
 short_description: Load the catalogue's consumption keys into the PSAMs presented in one or more readers
-version_added: 0.1.0
 description:
   - Processes a batch of SAMs in one task, one thread per reader, as a personalisation machine presents them
     (docs/sam-profile.md). For each SAM it reads the serial and key slots, checks the SAM registry, derives the
@@ -23,7 +22,6 @@ description:
     refused right after its serial is read."
   - Key values never leave the HSM in clear; the APDU trace (O(trace)) carries serials, challenges, cryptograms
     and MACs only.
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.full

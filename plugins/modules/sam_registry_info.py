@@ -7,12 +7,10 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: sam_registry_info
 short_description: Query the SAM registry - desired assignments and what each SAM was observed to hold
-version_added: 0.1.0
 description:
   - Validates the desired registry (CSV) and answers, per SAM serial, per city or per holder, which keys were loaded
     and verified (key type, version, KCV, time, station, operator) from the observed registry on the SAM station.
   - Lists the desired SAMs that have no verified key yet (O(pending)).
-author: tunion-keyops engineers (@tunion-keyops)
 extends_documentation_fragment:
   - tunion.keymgmt.attributes
   - tunion.keymgmt.attributes.no_diff

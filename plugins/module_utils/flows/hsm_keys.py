@@ -105,16 +105,15 @@ def _create(  # noqa: PLR0917
             raise HsmError(f"{label}: give wrapped.kek_label or wrapped_by in the catalogue")
         kek = tok.get_key(kek_label)
         blob = bytes(_hex(w["blob"], "wrapped.blob"))
-        probe_policy = KeyPolicy(usage="encrypt" if method == "ecb" else "mac", token=False, extractable=False)
-        probe = tok.unwrap(
-            kek,
-            blob,
-            entry.algorithm,
-            label=None,
-            id=None,
-            policy=probe_policy,
-            mechanism=w.get("mechanism") or "aes-key-wrap-pad",
-        )
+        mechanism = w.get("mechanism") or "aes-key-wrap-pad"
+
+        def unwrap(as_label: str | None, as_id: bytes | None, as_policy: KeyPolicy) -> Any:
+            algorithm = entry.algorithm
+            return tok.unwrap(kek, blob, algorithm, label=as_label, id=as_id, policy=as_policy, mechanism=mechanism)
+
+        # a session copy first: its KCV is checked before anything is stored
+        probe_usage = "encrypt" if method == "ecb" else "mac"
+        probe = unwrap(None, None, KeyPolicy(usage=probe_usage, token=False, extractable=False))
         try:
             kcv = tok.kcv(probe, method)
         finally:
@@ -126,16 +125,7 @@ def _create(  # noqa: PLR0917
             )
         if check_mode:
             return None, "unwrapped", kcv
-        key = tok.unwrap(
-            kek,
-            blob,
-            entry.algorithm,
-            label=label,
-            id=key_id,
-            policy=policy,
-            mechanism=w.get("mechanism") or "aes-key-wrap-pad",
-        )
-        return key, "unwrapped", kcv
+        return unwrap(label, key_id, policy), "unwrapped", kcv
     raise HsmError(f"unknown source {source!r}")
 
 
