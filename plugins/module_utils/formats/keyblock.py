@@ -8,7 +8,7 @@ the province HSM under the city KEK with AES key wrap with padding, RFC 5649, in
 AES-CMAC (hex) over header || body, computed in the HSM under a MAC key derived from the KEK.
 
 This module holds the format and the order of the checks only. Every operation that touches key
-material goes through a `KeyBlockHsm` (plugins/module_utils/hsm_transport.py over PKCS#11, or a
+material goes through a `KeyBlockHsm` (flows/distribution/keys.py over PKCS#11, or a
 fake in the unit tests), so a clear key never exists in this process.
 """
 
