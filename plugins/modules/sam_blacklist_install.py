@@ -57,7 +57,12 @@ from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
-from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.blacklist import held, install, verify
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.blacklist import (
+    check_document,
+    held,
+    install,
+    verify,
+)
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import session_from_params
 
@@ -71,6 +76,7 @@ OPTIONS: Spec = {
 def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
     doc = p["blacklist"]
+    check_document(doc, city_code=p["city_code"])  # refused before any HSM session
     before = held(p["path"])
     with session_from_params(p, rw=False) as hsm:
         verify(hsm, doc, city_code=p["city_code"])

@@ -16,7 +16,12 @@ from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import BlacklistError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.files import atomic_write
-from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import city_holder, key_label, parse_key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import (
+    CITY_CODE_RE,
+    city_holder,
+    key_label,
+    parse_key_label,
+)
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import HsmKeyOps
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.holder_keys import object_label
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.blacklist import FORMAT, body_bytes
@@ -69,14 +74,24 @@ def sign(hsm: HsmToken, doc: dict[str, Any], city_codes: list[str], *, create_ke
     return dict(doc, mac=mac)
 
 
+def check_document(doc: Any, *, city_code: str | None) -> None:
+    """What needs no HSM - the city code, the format, the version, the digest - refused before any session."""
+    if city_code is not None and not CITY_CODE_RE.match(str(city_code)):
+        raise BlacklistError(f"city_code {city_code!r} is not a 6-digit city code; nothing installed")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("mac"), dict):
+        raise BlacklistError(f"the blacklist given is not a {FORMAT} document; nothing installed")
+    version = doc.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise BlacklistError(f"blacklist version {version!r} is not a positive number; nothing installed")
+    if doc["mac"].get("digest") != hashlib.sha256(body_bytes(doc)).hexdigest():
+        raise BlacklistError(f"blacklist v{version}: its body does not match its digest; nothing installed")
+
+
 def verify(hsm: HsmToken, doc: dict[str, Any], *, city_code: str | None) -> None:
     """Check format and MAC in this HSM: the city's KEK-derived key, or the province key when city_code is None."""
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "mac" not in doc:
-        raise BlacklistError(f"not a {FORMAT} blacklist; nothing installed")
+    check_document(doc, city_code=city_code)
     data = body_bytes(doc)
-    mac = doc["mac"] or {}
-    if mac.get("digest") != hashlib.sha256(data).hexdigest():
-        raise BlacklistError(f"blacklist v{doc.get('version')}: its body does not match its digest; nothing installed")
+    mac = doc["mac"]
     if city_code is None:
         entry = mac.get("province") or {}
         key = province_mac_key(hsm, create=False)

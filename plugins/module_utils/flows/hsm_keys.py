@@ -13,6 +13,7 @@ from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import today
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import ComponentError, HsmError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import CITY_CODE_RE
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import (
     KeyTypeEntry,
     KeyVersion,
@@ -158,6 +159,9 @@ def ensure_key(p: Mapping[str, Any], *, check_mode: bool) -> dict[str, Any]:  # 
     }
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
+    bad = [c for c in p["diversify_for"] if not CITY_CODE_RE.match(str(c))]
+    if bad:  # a 5-digit code would still make a label (city-44010) and a key for no city
+        raise HsmError(f"diversify_for: {', '.join(map(repr, bad))} is not a 6-digit city code; nothing was changed")
     city_labels = [(f"city-{c}", entry.label(ver.version, f"city-{c}"), c) for c in p["diversify_for"]]
     user_pin = None if p["trusted"] else p["user_pin"]
     so_pin = p["so_pin"] if p["trusted"] else None

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import now
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import BlacklistError
 
 FORMAT = "TUNION-SAMBL-1"
 
@@ -29,6 +30,13 @@ def entries_for(
 ) -> list[dict[str, str]]:
     """Blacklisted SAMs: rows are registry assignments (serial, city_code, holder, status); statuses is the status in
     force per kind and name. A SAM is listed with the most severe of its own, its city's and its holder's status."""
+    for kind in ("sams", "holders", "cities"):  # the statuses in force, as openbao_city_revoke returns them
+        for name, status in (statuses.get(kind) or {}).items():
+            if not isinstance(status, dict) or status.get("status", "active") not in SEVERITY:
+                raise BlacklistError(
+                    f"statuses.{kind}.{name}: {status!r} is not a status in force ({{status: "
+                    f"{'|'.join(SEVERITY)}, reason, date}}, as openbao_city_revoke returns it); nothing was published"
+                )
     city_by_code = {code: name for name, code in cities.items()}
     sams, holders, city_status = statuses.get("sams", {}), statuses.get("holders", {}), statuses.get("cities", {})
     listed: dict[str, dict[str, str]] = {}

@@ -7,8 +7,11 @@ there: a module given these reaches only its own validation, or fails on the fir
 from __future__ import annotations
 
 import copy
+import hashlib
 from pathlib import Path
 from typing import Any
+
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.blacklist import FORMAT, body_bytes
 
 from .conftest import NO_LIBRARY, NO_OPENBAO, lab_catalogue
 
@@ -44,6 +47,14 @@ REGISTRY_OPTION = {
 }
 # Modules that know the inventory's cities, so they can refuse a registry line for a city that is none of them.
 KNOWS_CITIES = {"distribution_plan", "openbao_city_revoke", "sam_blacklist_publish"}
+
+
+def blacklist_document() -> dict[str, Any]:
+    """A well-formed blacklist (digest right, MAC made up): only the HSM could tell it is not genuine."""
+    doc: dict[str, Any] = {"format": FORMAT, "version": 1, "issuer": "GD-TUNION-PROVINCE", "entries": []}
+    mac = {"digest": hashlib.sha256(body_bytes(doc)).hexdigest(), "cities": {"440100": {"kek_version": 1}}}
+    mac["cities"]["440100"]["cmac"] = "00" * 16
+    return {**doc, "mac": mac}
 
 
 def write_registry(tmp: Path, lines: list[str] | None = None) -> str:
@@ -104,7 +115,7 @@ def base_args(name: str, tmp: Path) -> dict[str, Any]:
         case "sam_blacklist_install":
             return {
                 **PKCS11,
-                "blacklist": {"version": 1, "entries": [], "mac": "00" * 16},
+                "blacklist": blacklist_document(),
                 "city_code": "440100",
                 "path": str(tmp / "blacklist.json"),
             }

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .cases import CITIES, GRANTS, REGISTRY_LINES, REGISTRY_OPTION, base_args, write_registry
+from .cases import CITIES, GRANTS, REGISTRY_LINES, REGISTRY_OPTION, base_args, blacklist_document, write_registry
 from .conftest import MODULES, NO_LIBRARY, argument_spec, assert_clean_failure, run_module
 
 UNREACHED = ("127.0.0.1:1", NO_LIBRARY, "pcscd")
@@ -165,3 +165,34 @@ def test_registry_line_number_counts_comments_and_blank_lines(name: str, tmp_pat
     args = base_args(name, tmp_path)
     args[REGISTRY_OPTION[name]] = write_registry(tmp_path, lines)
     refused_before_connecting(name, args, "line 7", "4444XYZ")
+
+
+# ------------------------------------------------------------------ blacklist documents and statuses of the wrong shape
+def _doc(**changes: Any) -> dict[str, Any]:
+    return blacklist_document() | changes
+
+
+BAD_DOCUMENTS: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "other-format": (_doc(format="TUNION-SAMBL-0"), ("TUNION-SAMBL-1",)),
+    "version-zero": (_doc(version=0), ("version 0",)),
+    "version-text": (_doc(version="1"), ("version '1'",)),
+    "version-bool": (_doc(version=True), ("version True",)),
+    "mac-not-mapping": (_doc(mac="00" * 16), ("TUNION-SAMBL-1",)),
+    "entries-changed": (_doc(entries=[{"serial": "44440100000000000001", "status": "revoked"}]), ("digest",)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_DOCUMENTS))
+def test_blacklist_document_refused_before_the_hsm(kind: str, tmp_path: Path) -> None:
+    doc, words = BAD_DOCUMENTS[kind]
+    args = base_args("sam_blacklist_install", tmp_path) | {"blacklist": doc}
+    refused_before_connecting("sam_blacklist_install", args, *words)
+    assert not (tmp_path / "blacklist.json").exists()
+
+
+@pytest.mark.parametrize("status", ["revoked", ["revoked"], {"status": "deleted"}, 3])
+@pytest.mark.parametrize("kind", ["cities", "holders", "sams"])
+def test_blacklist_statuses_of_the_wrong_shape(kind: str, status: Any, tmp_path: Path) -> None:
+    name = {"cities": "guangzhou", "holders": "guangzhou-metro", "sams": "44440100000000000001"}[kind]
+    args = base_args("sam_blacklist_publish", tmp_path) | {"statuses": {kind: {name: status}}}
+    refused_before_connecting("sam_blacklist_publish", args, f"statuses.{kind}.{name}")
