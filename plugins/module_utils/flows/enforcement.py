@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import now
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import RevocationError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.files import atomic_write
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.report import (
     build_report,
@@ -48,10 +50,23 @@ def write_report(report: dict[str, Any], directory: str) -> dict[str, str]:
     return paths
 
 
+def _check_instant(value: str | None, option: str) -> None:
+    """An ISO-8601 instant with its offset (2026-12-01T02:03:04Z or +00:00), refused by name before anything."""
+    if not value:
+        return
+    try:
+        parsed = _dt.datetime.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise RevocationError(f"{option}: {value!r} is not an ISO-8601 instant with its offset, e.g. {now()}")
+
+
 def enforcement_pass(params: Mapping[str, Any], connect: Callable[[], OpenBao], *, check_mode: bool) -> dict[str, Any]:
     """What module enforcement_report does: classify every part, merge with the durable state, write the report
     (and the state) when anything moved or anything is pending."""
     at = now()
+    _check_instant(params["started_at"], "started_at")
     statuses = params["openbao_result"].get("statuses") or {}
     entries = collect(
         openbao_result=params["openbao_result"],

@@ -196,3 +196,17 @@ def test_blacklist_statuses_of_the_wrong_shape(kind: str, status: Any, tmp_path:
     name = {"cities": "guangzhou", "holders": "guangzhou-metro", "sams": "44440100000000000001"}[kind]
     args = base_args("sam_blacklist_publish", tmp_path) | {"statuses": {kind: {name: status}}}
     refused_before_connecting("sam_blacklist_publish", args, f"statuses.{kind}.{name}")
+
+
+@pytest.mark.parametrize(
+    "started_at", ["not-a-time", "2026-12-01", "2026-12-01T08:00:00", "2026-12-01T08:00:00+00:00$(id)", "12:00"]
+)
+def test_report_start_is_an_instant(started_at: str, tmp_path: Path) -> None:
+    args = base_args("enforcement_report", tmp_path) | {"started_at": started_at}
+    refused_before_connecting("enforcement_report", args, repr(started_at))
+
+
+@pytest.mark.parametrize("started_at", ["2026-12-01T08:00:00+00:00", "2026-12-01T08:00:00Z", "2026-12-01T16:00+08:00"])
+def test_report_start_as_the_role_gives_it(started_at: str, tmp_path: Path) -> None:
+    args = base_args("enforcement_report", tmp_path) | {"started_at": started_at}
+    assert_clean_failure("enforcement_report", run_module("enforcement_report", args), "127.0.0.1:1")
