@@ -8,23 +8,18 @@ and ID. The lab is restored afterwards (the planted object destroyed, distribute
 
 from __future__ import annotations
 
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
-import yaml
+
+from tunion_lab.lab import LAB_DIR, REPO, SOFTHSM_LIBRARY
+from tunion_lab.lab_state import PIN_DIR, lab_cities
+from tunion_lab.playbooks import VENV_BIN, ansible_env, run_playbook
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-LAB_DIR = Path(os.environ.get("TUNION_LAB_DIR", REPO / ".lab"))
-VENV_BIN = REPO / ".venv" / "bin"
-INVENTORY = REPO / "inventories" / "lab"
-PKCS11_LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
-
 CITY = "zhuhai"
-# A granted recharge key (inventories/lab/group_vars/cities/distribution.yml), by the label scheme of docs/hsm.md.
+# A recharge key every lab city is granted (distribution_grants in inventories/lab), labelled as docs/hsm.md says.
 LABEL_FORMAT = "recharge.load.v01.city-{code}"
 
 # Runs as the city's unix user. argv: mode (plant|remove), token label, object label; the user PIN on stdin.
@@ -69,17 +64,12 @@ with token.open(rw=True, user_pin=sys.stdin.read().strip()) as session:
 """
 
 
-def city_code(city: str) -> str:
-    hosts = yaml.safe_load((INVENTORY / "hosts.yml").read_text())["all"]["children"]["cities"]["hosts"]
-    return str(hosts[city]["city_code"])
-
-
 def in_city_token(city: str, mode: str, label: str) -> str:
     """Run _TOKEN_SCRIPT as the city's unix user, on its own SoftHSM token (its HOME and softhsm2.conf)."""
     user, token_label = f"city-{city}", f"tunion-{city}"
     home = LAB_DIR / "nodes" / user
-    pin = (LAB_DIR / "secrets" / "hsm-pins" / f"{token_label}.user").read_text().strip()
-    script = [str(VENV_BIN / "python"), "-c", _TOKEN_SCRIPT, mode, token_label, label, PKCS11_LIBRARY]
+    pin = (PIN_DIR / f"{token_label}.user").read_text().strip()
+    script = [str(VENV_BIN / "python"), "-c", _TOKEN_SCRIPT, mode, token_label, label, SOFTHSM_LIBRARY]
     proc = subprocess.run(
         ["/usr/sbin/runuser", "-u", user, "--", *script],
         input=pin,
@@ -98,25 +88,18 @@ def in_city_token(city: str, mode: str, label: str) -> str:
     return proc.stdout.strip()
 
 
-def run(*argv: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """A command line from the repository root, with the environment bin/test gives molecule."""
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        # plain text without molecule's boxes and line wrapping, so the messages can be searched
-        PY_COLORS="0",
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-        NO_COLOR="1",
-        COLUMNS="1000",
+def molecule(*args: str) -> subprocess.CompletedProcess[str]:
+    """molecule from the repository root, in the environment bin/test gives it, as plain text (no colours, boxes or
+    line wrapping) so that its messages can be searched."""
+    env = ansible_env(PY_COLORS="0", NO_COLOR="1", COLUMNS="1000")
+    return subprocess.run(
+        [str(VENV_BIN / "molecule"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False
     )
-    return subprocess.run(list(argv), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def molecule_verify() -> subprocess.CompletedProcess[str]:
-    run(str(VENV_BIN / "molecule"), "reset", "-s", "lab", timeout=120)
-    return run(str(VENV_BIN / "molecule"), "verify", "-s", "lab")
+    molecule("reset", "-s", "lab")
+    return molecule("verify", "-s", "lab")
 
 
 def failed_hosts(output: str) -> list[str]:
@@ -129,16 +112,7 @@ def restore(city: str, label: str) -> None:
     """Destroy the planted object; the city's block is still in OpenBao, and a forced installation pass for that city
     (distribute.yml limited to the province and the city) puts the province's key back."""
     in_city_token(city, "remove", label)
-    result = run(
-        str(VENV_BIN / "ansible-playbook"),
-        "-i",
-        str(INVENTORY),
-        str(REPO / "playbooks" / "distribute.yml"),
-        "--limit",
-        f"province,{city}",
-        "-e",
-        "distribution_verify_cities=true",
-    )
+    result = run_playbook("distribute.yml", "--limit", f"province,{city}", "-e", "distribution_verify_cities=true")
     assert result.returncode == 0, f"restoring {city} failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
 
 
@@ -147,8 +121,7 @@ def assert_verify_passes() -> None:
     assert result.returncode == 0, f"molecule verify failed:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
     assert failed_hosts(result.stdout) == []
     # every city node was checked over SSH and said so
-    hosts = yaml.safe_load((INVENTORY / "hosts.yml").read_text())["all"]["children"]["cities"]["hosts"]
-    for city in hosts:
+    for city in lab_cities():
         assert f'"msg": "{city}: ' in result.stdout, city
 
 
@@ -157,8 +130,9 @@ def test_verify_passes_on_the_converged_lab() -> None:
 
 
 def test_verify_fails_on_a_planted_wrong_kcv_and_passes_after_the_restore() -> None:
-    label = LABEL_FORMAT.format(code=city_code(CITY))
+    label = LABEL_FORMAT.format(code=lab_cities()[CITY])
     try:
+        # the converged city held the province's key (the first test): its KCV is the province's
         province_kcv, planted_kcv = in_city_token(CITY, "plant", label).split()
         assert planted_kcv != province_kcv  # a fresh random key: a collision is one in 2**24
         result = molecule_verify()
