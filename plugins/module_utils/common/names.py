@@ -19,6 +19,10 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors impor
 #: a city's code (行政区划代码, six digits) and a SAM serial (ten bytes, hex)
 CITY_CODE_RE = re.compile(r"^[0-9]{6}$")
 SAM_SERIAL_RE = re.compile(r"^[0-9A-F]{20}$")
+#: the KEK type of the label scheme (internal.kek.vVV.<holder>) and its one algorithm: the province makes each city's
+#: KEK as AES-256, and SoftHSM cannot say a KEK's length once it has been unwrapped (CKA_VALUE_LEN reads 0)
+KEK_TYPE = "kek"
+KEK_ALGORITHM = "AES-256"
 #: a city's name (the inventory host): it names OpenBao paths, the city's policy and AppRole, so nothing else
 CITY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 VERSION_NAME_RE = re.compile(r"^(?P<type>[a-z][a-z0-9_]*)\.v(?P<ver>[0-9a-f]{2})$")

@@ -24,7 +24,11 @@ except ImportError:  # pragma: no cover - pkcs11/session.py reports the missing 
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import today as network_today
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import HsmError
-from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import parse_key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import (
+    KEK_ALGORITHM,
+    KEK_TYPE,
+    parse_key_label,
+)
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.algorithms import (
     ALGORITHMS,
     AlgorithmSpec,
@@ -663,6 +667,8 @@ class HsmToken:
             except p11e.PKCS11Error:
                 length = None
         info["algorithm"] = _algorithm_name(kt, length)
+        if kt == KeyType.AES and not length and name is not None and name.key_type == KEK_TYPE:
+            info["algorithm"] = KEK_ALGORITHM  # CKA_VALUE_LEN reads 0 after an RSA-OAEP unwrap (SoftHSM 2.6)
         try:
             start, end = self._read_date(obj, Attribute.START_DATE), self._read_date(obj, Attribute.END_DATE)
             info["validity_source"] = "token"

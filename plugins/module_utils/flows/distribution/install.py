@@ -10,10 +10,14 @@ from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import now
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
-from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import city_holder, key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import (
+    KEK_ALGORITHM,
+    KEK_TYPE,
+    city_holder,
+    key_label,
+)
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.blocks import fetch_blocks
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import (
-    KEK_TYPE,
     RSA_TYPE,
     HsmKeyOps,
     fingerprint,
@@ -65,7 +69,7 @@ def install_kek(
         return hsm.unwrap(
             priv,
             blob,
-            "AES-256",
+            KEK_ALGORITHM,
             label=label,
             id=None,
             policy=kek_policy(province=False, token=token),

@@ -10,7 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
-from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import city_holder, key_label, version_name
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import (
+    KEK_ALGORITHM,
+    KEK_TYPE,
+    city_holder,
+    key_label,
+    version_name,
+)
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.blocks import (
     publish_blocks,
     retire_blocks,
@@ -18,7 +24,6 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.enrolment import read_enrolment
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import (
     KCV_METHOD,
-    KEK_TYPE,
     RSA_TYPE,
     HsmKeyOps,
     kcv_hex,
@@ -56,7 +61,7 @@ def make_envelope(so_hsm: HsmToken, target: CityTarget, public_der: bytes, fp: s
     kek_label = key_label("internal", KEK_TYPE, target.kek_version, city_holder(target.city_code))
     kek = so_hsm.find_key(label=kek_label)
     if kek is None:
-        kek = so_hsm.generate_secret("AES-256", kek_label, None, kek_policy(province=True))
+        kek = so_hsm.generate_secret(KEK_ALGORITHM, kek_label, None, kek_policy(province=True))
     rsa_label = key_label("internal", RSA_TYPE, 1, city_holder(target.city_code))
     old = so_hsm.find_key(label=rsa_label, object_class="public_key")
     if old is not None and so_hsm.public_key_der(old) != public_der:
@@ -68,7 +73,7 @@ def make_envelope(so_hsm: HsmToken, target: CityTarget, public_der: bytes, fp: s
         "city": target.city,
         "kek_version": target.kek_version,
         "kek_kcv": kcv_hex(so_hsm, kek),
-        "kek_algorithm": "AES-256",
+        "kek_algorithm": KEK_ALGORITHM,
         "rsa_fingerprint": fp,
         "wrapping": "RSA-OAEP (SHA-1, MGF1-SHA-1)",
         "wrapped_kek": base64.b64encode(wrapped).decode(),
