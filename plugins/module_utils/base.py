@@ -52,6 +52,8 @@ C = TypeVar("C", bound=Closable)
 
 
 class TunionModule(AnsibleModule):
+    """An AnsibleModule built from the module's own options and its option groups (own options win)."""
+
     def __init__(
         self,
         options: Spec,

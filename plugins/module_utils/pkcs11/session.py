@@ -48,21 +48,21 @@ _ERROR_HINTS = {
 }
 
 
-def _fail(what: str, exc: BaseException) -> HsmError:
+def hsm_error(what: str, exc: BaseException) -> HsmError:
     name = type(exc).__name__
     hint = _ERROR_HINTS.get(name)
     return HsmError(f"{what}: PKCS#11 {name}" + (f" ({hint})" if hint else ""))
 
 
 @contextmanager
-def _p11(what: str) -> Iterator[None]:
+def pkcs11_errors(what: str) -> Iterator[None]:
     """Translate python-pkcs11 errors into HsmError. Messages carry the operation and the PKCS#11 error only."""
     try:
         yield
     except HsmError:
         raise
     except p11e.PKCS11Error as exc:
-        raise _fail(what, exc) from None
+        raise hsm_error(what, exc) from None
 
 
 def load_library(library: str) -> Any:
@@ -81,7 +81,7 @@ def load_library(library: str) -> Any:
 
 def find_token(library: str, token_label: str) -> Any | None:
     lib = load_library(library)
-    with _p11(f"listing tokens of {library}"):
+    with pkcs11_errors(f"listing tokens of {library}"):
         tokens = [t for t in lib.get_tokens() if t.label == token_label]
     if len(tokens) > 1:
         raise HsmError(f"{len(tokens)} tokens are labelled {token_label!r}; labels must be unique")
@@ -107,7 +107,7 @@ def _login_guard(token: Any, who: str) -> None:
             raise HsmError(f"token {token.label!r} is on its final SO PIN try; refusing to present the SO PIN")
 
 
-def _open(token: Any, rw: bool, user_pin: str | None, so_pin: str | None) -> Any:
+def open_session(token: Any, rw: bool, user_pin: str | None, so_pin: str | None) -> Any:
     who = "SO" if so_pin is not None else "user"
     if so_pin is not None or user_pin is not None:
         _login_guard(token, "so" if so_pin is not None else "user")
@@ -125,7 +125,7 @@ def _open(token: Any, rw: bool, user_pin: str | None, so_pin: str | None) -> Any
     except (p11e.PinLenRange, p11e.PinInvalid):
         raise HsmError(f"the {who} PIN given for token {token.label!r} has an invalid length or characters") from None
     except p11e.PKCS11Error as exc:
-        raise _fail(f"opening a session on token {token.label!r}", exc) from None
+        raise hsm_error(f"opening a session on token {token.label!r}", exc) from None
 
 
 _CLOSE_ALL_SESSIONS_INDEX = 14
@@ -162,9 +162,9 @@ def _c_init_token(library: str, slot_id: int, so_pin: str, label: str) -> int:
 
 
 def _count_objects(token: Any, user_pin: str | None) -> int:
-    session = _open(token, False, user_pin, None)
+    session = open_session(token, False, user_pin, None)
     try:
-        with _p11("counting objects"):
+        with pkcs11_errors("counting objects"):
             return sum(1 for _obj in session.get_objects())
     finally:
         session.close()
@@ -199,7 +199,7 @@ def ensure_token(
         slot_id = token.slot.slot_id
         result.update(changed=True, destroyed=count, action="reinitialise")
     else:
-        with _p11("listing slots"):
+        with pkcs11_errors("listing slots"):
             free = [
                 s
                 for s in lib.get_slots(token_present=True)
@@ -220,9 +220,9 @@ def ensure_token(
     token = find_token(library, token_label)
     if token is None:
         raise HsmError(f"token {token_label!r} did not appear after C_InitToken")
-    session = _open(token, True, None, so_pin)
+    session = open_session(token, True, None, so_pin)
     try:
-        with _p11("setting the user PIN"):
+        with pkcs11_errors("setting the user PIN"):
             session.init_pin(user_pin)
     finally:
         session.close()

@@ -37,7 +37,12 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.algorithms 
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.params import key_derivation_string_data
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.policy import KeyPolicy
-from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import _fail, _open, _p11, find_token
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import (
+    find_token,
+    hsm_error,
+    open_session,
+    pkcs11_errors,
+)
 
 
 def _object_class(value: Any) -> Any:
@@ -97,7 +102,7 @@ class HsmToken:
     @property
     def mechanisms(self) -> set[int]:
         if self._mechs is None:
-            with _p11("listing mechanisms"):
+            with pkcs11_errors("listing mechanisms"):
                 self._mechs = {int(m) for m in self.token.slot.get_mechanisms()}
         return self._mechs
 
@@ -135,7 +140,7 @@ class HsmToken:
             attrs[Attribute.LABEL] = label
         if id is not None:
             attrs[Attribute.ID] = id
-        with _p11(f"searching for {label or id!r}"):
+        with pkcs11_errors(f"searching for {label or id!r}"):
             found = list(self.session.get_objects(attrs))
         if len(found) > 1:
             raise HsmError(f"{len(found)} objects match {label or id!r} in token {self.label!r}; labels must be unique")
@@ -152,7 +157,7 @@ class HsmToken:
 
     def list_keys(self, object_class: Any = None) -> list[Any]:
         attrs = {Attribute.CLASS: _object_class(object_class)} if object_class is not None else {}
-        with _p11("listing objects"):
+        with pkcs11_errors("listing objects"):
             objs = list(self.session.get_objects(attrs))
         return objs
 
@@ -175,7 +180,7 @@ class HsmToken:
         """
         cached = self._validity.get(key.handle)
         if cached is None:
-            with _p11("reading the key label"):
+            with pkcs11_errors("reading the key label"):
                 label = key[Attribute.LABEL]
             try:
                 cached = (self._read_date(key, Attribute.START_DATE), self._read_date(key, Attribute.END_DATE), label)
@@ -206,12 +211,12 @@ class HsmToken:
         tpl = policy.template() | self._id_label(label, id)
         if spec.family == "des3":
             self.require_mechanism(Mechanism.DES2_KEY_GEN, f"generating {label}")
-            with _p11(f"generating {label}"):
+            with pkcs11_errors(f"generating {label}"):
                 return self.session.generate_key(
                     KeyType.DES2, None, mechanism=Mechanism.DES2_KEY_GEN, template=tpl, store=policy.token
                 )
         self.require_mechanism(Mechanism.AES_KEY_GEN, f"generating {label}")
-        with _p11(f"generating {label}"):
+        with pkcs11_errors(f"generating {label}"):
             return self.session.generate_key(KeyType.AES, spec.length * 8, template=tpl, store=policy.token)
 
     def generate_rsa_keypair(
@@ -231,7 +236,7 @@ class HsmToken:
             Attribute.TOKEN: token,
             Attribute.PRIVATE: True,
         }
-        with _p11(f"generating RSA pair {label}"):
+        with pkcs11_errors(f"generating RSA pair {label}"):
             return self.session.generate_keypair(
                 KeyType.RSA,
                 bits,
@@ -244,7 +249,7 @@ class HsmToken:
 
     def public_key_der(self, public_key: Any) -> bytes:
         """The SubjectPublicKeyInfo-free PKCS#1 DER of an RSA public key (public data, safe to publish)."""
-        with _p11("exporting a public key"):
+        with pkcs11_errors("exporting a public key"):
             return bytes(encode_rsa_public_key(public_key))
 
     def import_rsa_public_key(self, der: bytes, label: str, id: bytes | None = None, *, trusted: bool = False) -> Any:
@@ -262,11 +267,11 @@ class HsmToken:
         )
         if trusted:
             tpl[Attribute.TRUSTED] = True
-        with _p11(f"importing public key {label}"):
+        with pkcs11_errors(f"importing public key {label}"):
             return self.session.create_object(tpl)
 
     def destroy(self, obj: Any) -> None:
-        with _p11("destroying an object"):
+        with pkcs11_errors("destroying an object"):
             obj.destroy()
 
     # ---------------------------------------------------------------- derivation
@@ -301,7 +306,7 @@ class HsmToken:
             if spec.family != "des3":
                 tpl[Attribute.VALUE_LEN] = spec.length
             kt = KeyType.DES2 if spec.family == "des3" else KeyType.AES
-            with key_derivation_string_data(data) as param, _p11(what):
+            with key_derivation_string_data(data) as param, pkcs11_errors(what):
                 return base.derive_key(
                     kt,
                     spec.length * 8,
@@ -314,7 +319,7 @@ class HsmToken:
             self.require_mechanism(Mechanism.AES_ECB_ENCRYPT_DATA, what)
             kt = KeyType.DES2 if spec.family == "des3" else KeyType.AES
             tpl[Attribute.VALUE_LEN] = spec.length
-            with _p11(what):
+            with pkcs11_errors(what):
                 return base.derive_key(
                     kt,
                     spec.length * 8,
@@ -363,12 +368,12 @@ class HsmToken:
         if len(data) % block:
             raise HsmError(f"data to encrypt must be whole {block}-byte blocks")
         param = None if mode == "ecb" else bytes(iv if iv is not None else bytes(block))
-        with _p11(f"{mode.upper()} encryption"):
+        with pkcs11_errors(f"{mode.upper()} encryption"):
             return bytes(key.encrypt(bytes(data), mechanism=mech, mechanism_param=param))
 
     def cmac(self, key: Any, data: bytes, length: int | None = None) -> bytes:
         mech = Mechanism.AES_CMAC if key.key_type == KeyType.AES else Mechanism.DES3_CMAC
-        with _p11("CMAC"):
+        with pkcs11_errors("CMAC"):
             mac = bytes(key.sign(bytes(data), mechanism=mech))
         return mac[:length] if length else mac
 
@@ -389,7 +394,7 @@ class HsmToken:
         kt = key.key_type
         block = 8 if kt in (KeyType.DES2, KeyType.DES3) else 16
         cap = Attribute.ENCRYPT if method == "ecb" else Attribute.SIGN
-        with _p11("reading key capabilities"):
+        with pkcs11_errors("reading key capabilities"):
             allowed = bool(key[cap])
         tmp = None
         try:
@@ -403,7 +408,7 @@ class HsmToken:
                             cv = bytes(key[Attribute.CHECK_VALUE] or b"")
                     if len(cv) >= length:
                         return cv[:length]
-                    raise _fail("making a transient copy to compute the KCV", exc) from None
+                    raise hsm_error("making a transient copy to compute the KCV", exc) from None
             k = tmp or key
             out = self.encrypt(k, bytes(block)) if method == "ecb" else self.cmac(k, bytes(block))
             return out[:length]
@@ -430,7 +435,7 @@ class HsmToken:
         self.require_mechanism(mech, "wrapping a key")
         self.check_validity(key)
         param = bytes(iv) if iv is not None else None
-        with _p11(f"wrapping {key.label!r} under {kek.label!r}"):
+        with pkcs11_errors(f"wrapping {key.label!r} under {kek.label!r}"):
             return bytes(kek.wrap_key(key, mechanism=mech, mechanism_param=param))
 
     def unwrap(
@@ -451,7 +456,7 @@ class HsmToken:
         self.check_validity(kek)
         kt = KeyType.DES2 if spec.family == "des3" else KeyType.AES
         tpl = policy.template(fixed=False) | self._id_label(label, id)
-        with _p11(f"unwrapping {label or 'a key'} under {kek.label!r}"):
+        with pkcs11_errors(f"unwrapping {label or 'a key'} under {kek.label!r}"):
             return kek.unwrap_key(
                 ObjectClass.SECRET_KEY,
                 kt,
@@ -469,7 +474,7 @@ class HsmToken:
         if len(component) != spec.length:
             raise HsmError(f"a {algorithm} component must be {spec.length} bytes, got {len(component)}")
         kt = KeyType.DES2 if spec.family == "des3" else KeyType.AES
-        with _p11("loading a component for its KCV"):
+        with pkcs11_errors("loading a component for its KCV"):
             obj = self.session.create_object(
                 {
                     Attribute.CLASS: ObjectClass.SECRET_KEY,
@@ -534,7 +539,7 @@ class HsmToken:
             for mech in (Mechanism.AES_KEY_GEN, Mechanism.AES_CBC, Mechanism.AES_ECB, Mechanism.AES_KEY_WRAP):
                 self.require_mechanism(mech, f"combining the components of {label}")
             kt = KeyType.DES2 if spec.family == "des3" else KeyType.AES
-            with _p11("generating the ephemeral combination KEK"):
+            with pkcs11_errors("generating the ephemeral combination KEK"):
                 kek = self.session.generate_key(
                     KeyType.AES,
                     256,
@@ -554,7 +559,7 @@ class HsmToken:
             try:
                 blob = self._wrap_xor(kek, components)
                 cap = Attribute.ENCRYPT if kcv_method == "ecb" else Attribute.SIGN
-                with _p11(f"checking the combined key of {label}"):
+                with pkcs11_errors(f"checking the combined key of {label}"):
                     probe = kek.unwrap_key(
                         ObjectClass.SECRET_KEY,
                         kt,
@@ -580,7 +585,7 @@ class HsmToken:
                 if check_mode:
                     return None, kcv
                 tpl = policy.template(fixed=False) | self._id_label(label, id)
-                with _p11(f"storing {label}"):
+                with pkcs11_errors(f"storing {label}"):
                     key = kek.unwrap_key(
                         ObjectClass.SECRET_KEY,
                         kt,
@@ -612,14 +617,14 @@ class HsmToken:
                 for i in range(n):
                     if j == 0:
                         iv = bytes(8) + bytes(mask[8 * i : 8 * i + 8])
-                        with _p11("combining components"):
+                        with pkcs11_errors("combining components"):
                             b = bytes(
                                 kek.encrypt(
                                     a + bytes(first[8 * i : 8 * i + 8]), mechanism=Mechanism.AES_CBC, mechanism_param=iv
                                 )
                             )
                     else:
-                        with _p11("combining components"):
+                        with pkcs11_errors("combining components"):
                             b = bytes(kek.encrypt(a + r[i], mechanism=Mechanism.AES_ECB))
                     t = n * j + i + 1
                     a = (int.from_bytes(b[:8], "big") ^ t).to_bytes(8, "big")
@@ -631,7 +636,7 @@ class HsmToken:
     # ---------------------------------------------------------------- reporting
     def describe(self, obj: Any, *, kcv_method: str = "ecb", with_kcv: bool = True) -> dict[str, Any]:
         """Label, ID, class, type, version, algorithm, KCV and attributes of an object. Never its value."""
-        with _p11("reading object attributes"):
+        with pkcs11_errors("reading object attributes"):
             cls = obj[Attribute.CLASS]
         info: dict[str, Any] = {"object_class": ObjectClass(cls).name.lower()}
         wanted = [Attribute.LABEL, Attribute.ID, Attribute.KEY_TYPE]
@@ -722,7 +727,7 @@ def hsm_session(
     token = find_token(library, token_label)
     if token is None:
         raise HsmError(f"no token labelled {token_label!r} in {library}; provision it (playbooks/provision_hsm.yml)")
-    session = _open(token, rw, user_pin, so_pin)
+    session = open_session(token, rw, user_pin, so_pin)
     try:
         yield HsmToken(session, token, library)
     finally:
