@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from tunion_lab.scratch_token import SOFTHSM, USER_PIN, temp_token
 
-from .conftest import assert_clean_failure, run_module
+from .conftest import assert_clean_failure, lab_catalogue, run_module
 
 HEX = "0123456789ABCDEF"
 
@@ -151,20 +151,11 @@ def token() -> Iterator[str]:
 
 
 def catalogue(combined_kcv: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": "purchase",
-            "class": "consumption",
-            "origin": "ministry",
-            "algorithm": "3DES-2KEY",
-            "code": 0x11,
-            "usage": "derive",
-            "scope": "province",
-            "holders": ["hsm", "sam"],
-            "source": "components",
-            "versions": [{"version": 1, "not_before": "2025-01-01", "not_after": "2030-12-31", "kcv": combined_kcv}],
-        }
-    ]
+    """The lab catalogue, its purchase key expecting the KCV of these components."""
+    cat = lab_catalogue()
+    purchase = next(e for e in cat if e["name"] == "purchase")
+    purchase["versions"] = [{**purchase["versions"][0], "kcv": combined_kcv}]
+    return cat
 
 
 def hsm_key_args(token: str, components: list[tuple[bytes, str]], given: list[Any]) -> dict[str, Any]:
