@@ -56,7 +56,9 @@ def openbao_root(lab_root_token: str):
     """An hvac client with the lab's root token: for tests that inspect OpenBao, never for playbooks."""
     import hvac
 
-    return hvac.Client(url="https://127.0.0.1:8200", token=lab_root_token, verify=str(LAB_DIR / "ca" / "ca.crt"))
+    from tunion_lab.openbao_access import CA_CERT, OPENBAO_URL
+
+    return hvac.Client(url=OPENBAO_URL, token=lab_root_token, verify=CA_CERT)
 
 
 @pytest.fixture(scope="session", autouse=True)
