@@ -58,6 +58,14 @@ keys:
   type: dict
   returned: always
   sample: {"purchase.v01": {"key_type": "purchase", "version": 1, "kcv": "8CA64D", "label": "..."}}
+ids_set:
+  description:
+    - Objects the token held without the C(CKA_ID) of the label scheme (made before IDs were set) that this run gave
+      their ID in place - the KEK, the RSA transport pair, granted keys; in check mode, those it would.
+  type: list
+  elements: str
+  returned: when the city's blocks were checked
+  sample: ["internal.kek.v01.city-440100", "recharge.load.v01.city-440100"]
 kek:
   description: Version and KCV of the city KEK.
   type: dict
@@ -95,9 +103,11 @@ def run(module: TunionModule) -> dict[str, Any]:
         result = install_for_city(bao, hsm, p["city"], p["city_code"], check_mode=module.check_mode)
     kek_info, installed = result["kek"], result["installed"]
     if module._diff and result["changed"]:
-        lines = ([f"KEK v{kek_info['version']} ({kek_info['kcv']})\n"] if result["kek_installed"] else []) + [
-            f"{label}\n" for label in installed
-        ]
+        lines = (
+            ([f"KEK v{kek_info['version']} ({kek_info['kcv']})\n"] if result["kek_installed"] else [])
+            + [f"{label}\n" for label in installed]
+            + [f"{label}: CKA_ID set\n" for label in result.get("ids_set") or []]
+        )
         gone = "".join(f"{d['label']} ({d.get('kcv', '')})\n" for d in result.get("retired") or [])
         result["diff"] = {"before": gone, "after": "".join(lines)}
     return result

@@ -46,11 +46,13 @@ EXAMPLES = r"""
 
 RETURN = r"""
 cities:
-  description: Per city, the KEK envelope state and the blocks written.
+  description:
+    - Per city, the KEK envelope state, the blocks written and retired, and C(ids_set) - the city's KEK and public
+      key in the province token given the C(CKA_ID) of the label scheme in place (made before IDs were set).
   type: dict
   returned: always
   sample: {"guangzhou": {"kek_version": 1, "envelope": "published", "blocks_written": ["purchase.v01"],
-           "blocks_retired": ["load_auth.v01"]}}
+           "blocks_retired": ["load_auth.v01"], "ids_set": ["internal.kek.v01.city-440100"]}}
 awaiting_enrolment:
   description: Cities with no public key in OpenBao yet; nothing was done for them.
   type: list
@@ -107,9 +109,10 @@ def run(module: TunionModule) -> dict[str, Any]:
         lines = [
             f"{city}: KEK v{r['kek_version']} envelope {r['envelope']}; blocks {', '.join(r['blocks_written'])}"
             + (f"; retired {', '.join(r['blocks_retired'])}" if r.get("blocks_retired") else "")
+            + (f"; CKA_ID set on {', '.join(r['ids_set'])}" if r.get("ids_set") else "")
             + "\n"
             for city, r in sorted(result["cities"].items())
-            if r["envelope"] != "unchanged" or r["blocks_written"] or r.get("blocks_retired")
+            if r["envelope"] != "unchanged" or r["blocks_written"] or r.get("blocks_retired") or r.get("ids_set")
         ]
         result["diff"] = {"before": "", "after": "".join(lines)}
     return result

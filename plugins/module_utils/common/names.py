@@ -23,6 +23,13 @@ SAM_SERIAL_RE = re.compile(r"^[0-9A-F]{20}$")
 #: KEK as AES-256, and SoftHSM cannot say a KEK's length once it has been unwrapped (CKA_VALUE_LEN reads 0)
 KEK_TYPE = "kek"
 KEK_ALGORITHM = "AES-256"
+#: the type of a city's RSA transport pair (internal.transport_rsa.v01.<holder>), and of the province's copy of its
+#: public key
+RSA_TYPE = "transport_rsa"
+#: type codes of the collection's own internal objects, which no catalogue entry describes: their CKA_ID takes the
+#: code from here. Internal codes 0xF0..0xFF are the collection's, and the catalogue refuses them and these names.
+RESERVED_TYPE_CODES: dict[str, int] = {KEK_TYPE: 0xF1, RSA_TYPE: 0xF2}
+RESERVED_CODE_RANGE = range(0xF0, 0x100)
 #: a city's name (the inventory host): it names OpenBao paths, the city's policy and AppRole, so nothing else
 CITY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 VERSION_NAME_RE = re.compile(r"^(?P<type>[a-z][a-z0-9_]*)\.v(?P<ver>[0-9a-f]{2})$")
@@ -99,6 +106,11 @@ def key_id(key_class: str, type_code: int, version: int, holder: str = "province
     if not 0 < int(type_code) <= 0xFF:
         raise HsmError(f"key type code {type_code!r} must be one byte (1..255)")
     return bytes([KEY_CLASSES[key_class], int(type_code), version]) + _holder_id(holder)
+
+
+def reserved_key_id(key_type: str, version: int, holder: str) -> bytes:
+    """``CKA_ID`` of a KEK or RSA transport key (class internal, type code from RESERVED_TYPE_CODES)."""
+    return key_id("internal", RESERVED_TYPE_CODES[key_type], version, holder)
 
 
 def version_name(key_type: str, version: int) -> str:

@@ -27,6 +27,8 @@ from typing import Any
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import CatalogueError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import (
     KEY_CLASSES,
+    RESERVED_CODE_RANGE,
+    RESERVED_TYPE_CODES,
     key_id,
     key_label,
     parse_key_label,
@@ -192,6 +194,17 @@ def _entry(raw: Mapping[str, Any], idx: int, errors: list[str]) -> KeyTypeEntry 
     if algorithm not in ALGORITHMS:
         errors.append(f"{where}: unknown algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}")
     code = _int(raw.get("code"), f"{where}: code", errors, 1, 255)
+    if name in RESERVED_TYPE_CODES:  # their labels and IDs would collide with distribution's own objects
+        errors.append(
+            f"{where}: {name!r} is a type of the collection's own (city KEKs, RSA transport keys, made by "
+            "distribution, not from the catalogue); choose another name"
+        )
+    if key_class == "internal" and code in RESERVED_CODE_RANGE:
+        reserved = ", ".join(f"{c:#04x} {n}" for n, c in RESERVED_TYPE_CODES.items())
+        errors.append(
+            f"{where}: code {code:#04x} is reserved in class internal (0xf0..0xff are the collection's own objects: "
+            f"{reserved}); choose another code"
+        )
     usage = raw.get("usage", "derive")
     if usage not in USAGES:
         errors.append(f"{where}: usage {usage!r} is not one of {', '.join(USAGES)}")

@@ -3,7 +3,7 @@
 """Authenticated key blocks, modelled on TR-31 / ANSI X9.143 version D (format: docs/keyblock.md).
 
 A block is printable ASCII: a 16-character fixed header, TR-31-style optional blocks carrying the
-key type, class, KCV, city, validity, issuer and KEK identity, then the body (the key wrapped inside
+key type and its type code, class, KCV, city, validity, issuer and KEK identity, then the body (the key wrapped inside
 the province HSM under the city KEK with AES key wrap with padding, RFC 5649, in hex) and a 16-byte
 AES-CMAC (hex) over header || body, computed in the HSM under a MAC key derived from the KEK.
 
@@ -49,11 +49,16 @@ KEY_LENGTH = {"3DES-2KEY": 16, "3DES-3KEY": 24, "AES-128": 16, "AES-192": 24, "A
 OPT_KEY_TYPE, OPT_CLASS, OPT_ALGORITHM, OPT_KCV = "KT", "CL", "AL", "KC"
 
 
+# The catalogue's type code (2 hex digits), from which the city builds the key's CKA_ID (docs/hsm.md).
+OPT_TYPE_CODE = "TY"
+
+
 OPT_KEK, OPT_CITY, OPT_NOT_BEFORE, OPT_NOT_AFTER, OPT_ISSUER = "KP", "CI", "VB", "VA", "IS"
 
 
 OPTIONAL_ORDER = (
     OPT_KEY_TYPE,
+    OPT_TYPE_CODE,
     OPT_CLASS,
     OPT_ALGORITHM,
     OPT_KCV,
@@ -105,11 +110,18 @@ class KeyBlockHeader:
     issuer: str
     kek_version: int
     kek_kcv: str
+    #: the catalogue's one-byte type code (CKA_ID); None only in a block published before blocks carried it
+    type_code: int | None = None
     mode_of_use: str = "X"  # TR-31 'X': key used to derive other keys (PBOC master keys are diversified)
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
-    def validate(self) -> None:
+    def validate(self, *, issuing: bool = False) -> None:  # noqa: PLR0912 - one check per field, each its message
+        """Every field; ``issuing``: a block the province makes now, which must carry the type code."""
         problems = []
+        if self.type_code is None and issuing:
+            problems.append("type_code (the catalogue code, for the key's CKA_ID) is required")
+        if self.type_code is not None and (not isinstance(self.type_code, int) or not 0 < self.type_code <= 255):
+            problems.append(f"type code {self.type_code!r} must be one byte (1..255)")
         if self.key_class not in KEY_USAGE:
             problems.append(f"class {self.key_class!r} is not one of {sorted(KEY_USAGE)}")
         if self.algorithm not in ALGORITHM_CODE:
@@ -139,6 +151,7 @@ class KeyBlockHeader:
     def optional_blocks(self) -> list[tuple[str, str]]:
         values = {
             OPT_KEY_TYPE: self.key_type,
+            OPT_TYPE_CODE: f"{self.type_code:02X}" if self.type_code is not None else None,
             OPT_CLASS: self.key_class,
             OPT_ALGORITHM: self.algorithm,
             OPT_KCV: self.kcv,
@@ -148,20 +161,22 @@ class KeyBlockHeader:
             OPT_NOT_AFTER: self.not_after,
             OPT_ISSUER: self.issuer,
         }
-        return [(ident, values[ident]) for ident in OPTIONAL_ORDER]
+        return [(ident, data) for ident in OPTIONAL_ORDER if (data := values[ident]) is not None]
 
     def encode(self, total_length: int) -> str:
-        self.validate()
-        optional = "".join(f"{ident}{len(data) + 4:02X}{data}" for ident, data in self.optional_blocks())
+        self.validate(issuing=True)
+        blocks = self.optional_blocks()
+        optional = "".join(f"{ident}{len(data) + 4:02X}{data}" for ident, data in blocks)
         fixed = (
             f"{VERSION_ID}{total_length:04d}{KEY_USAGE[self.key_class]}{ALGORITHM_CODE[self.algorithm]}"
-            f"{self.mode_of_use}{self.version:02X}{EXPORTABILITY}{len(OPTIONAL_ORDER):02d}00"
+            f"{self.mode_of_use}{self.version:02X}{EXPORTABILITY}{len(blocks):02d}00"
         )
         return fixed + optional
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "key_type": self.key_type,
+            "type_code": self.type_code,
             "key_class": self.key_class,
             "version": self.version,
             "algorithm": self.algorithm,
@@ -200,7 +215,7 @@ def _header_length(header: KeyBlockHeader) -> int:
 
 def build(hsm: KeyBlockHsm, kek: Any, key: Any, header: KeyBlockHeader) -> str:
     """Wrap `key` under `kek` (AES-KWP) and MAC header||body under the KEK's KBAK, all inside the HSM."""
-    header.validate()
+    header.validate(issuing=True)
     body = hsm.wrap_kwp(kek, key)
     if len(body) % 8 or len(body) < 16:
         raise KeyBlockError(f"the HSM returned a {len(body)}-byte AES-KWP body; expected a multiple of 8")
@@ -239,17 +254,23 @@ def parse(block: str) -> ParsedBlock:  # noqa: PLR0912 - one check per field, ea
             raise KeyBlockError(f"key block refused: optional block {ident!r} runs past the header")
         values[ident] = block[offset + 4 : end]
         offset = end
-    missing = [ident for ident in OPTIONAL_ORDER if ident not in values]
+    # TY came later: a block published before it still parses (a city's check run reads it before the province
+    # re-publishes); the city then cannot name the key's CKA_ID and installs nothing from it (flows: install.py)
+    missing = [ident for ident in OPTIONAL_ORDER if ident not in values and ident != OPT_TYPE_CODE]
     if missing:
         raise KeyBlockError(f"key block refused: optional blocks {missing} are missing")
     header_text, rest = block[:offset], block[offset:]
     if len(rest) <= 2 * MAC_LEN or len(rest) % 2 or not _HEX.match(rest):
         raise KeyBlockError("key block refused: body or MAC is not hex")
+    type_code = values.get(OPT_TYPE_CODE)
+    if type_code is not None and not re.match(r"^[0-9A-F]{2}$", type_code):
+        raise KeyBlockError("key block refused: type code is not 2 hex digits")
     kek_field = values[OPT_KEK]
     if len(kek_field) < 3 or not _HEX.match(kek_field):
         raise KeyBlockError("key block refused: KEK identity is malformed")
     header = KeyBlockHeader(
         key_type=values[OPT_KEY_TYPE],
+        type_code=int(type_code, 16) if type_code is not None else None,
         key_class=values[OPT_CLASS],
         version=int(kvn, 16),
         algorithm=values[OPT_ALGORITHM],

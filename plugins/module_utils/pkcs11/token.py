@@ -274,6 +274,34 @@ class HsmToken:
         with pkcs11_errors("destroying an object"):
             obj.destroy()
 
+    def ensure_id(self, obj: Any, id: bytes, *, check_mode: bool = False) -> bool:
+        """Give an object the ``CKA_ID`` of the label scheme in place (objects made before IDs were set): no copy,
+        label and value unchanged. True when it changes (or would, in check mode). A token that refuses is an error
+        naming the object and the way out, never a silent skip."""
+        with pkcs11_errors("reading an object's label and CKA_ID"):
+            label = obj[Attribute.LABEL]
+            have = bytes(obj[Attribute.ID] or b"")
+        if have == id:
+            return False
+        try:
+            modifiable = bool(obj[Attribute.MODIFIABLE])
+        except p11e.PKCS11Error:
+            modifiable = True  # a token that cannot say: setting the ID answers
+        lacking = f"token {self.label!r} holds {label!r} without the CKA_ID {id.hex()} of the label scheme"
+        remedy = (
+            "re-create the object (a city's granted key: destroy it and the next distribution pass installs it "
+            "again; a KEK: raise the city's KEK version; a transport pair: re-enrol the city)"
+        )
+        if not modifiable:
+            raise HsmError(f"{lacking}, and marks it CKA_MODIFIABLE false, so its ID cannot be set in place: {remedy}")
+        if check_mode:
+            return True
+        try:
+            obj[Attribute.ID] = id
+        except p11e.PKCS11Error as exc:
+            raise HsmError(f"{lacking}; the token refused to set it (PKCS#11 {type(exc).__name__}): {remedy}") from None
+        return True
+
     # ---------------------------------------------------------------- derivation
     def derive_ecb(
         self,

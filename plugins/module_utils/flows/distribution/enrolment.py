@@ -7,18 +7,20 @@ from __future__ import annotations
 import base64
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
-from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import city_holder, key_label
-from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import (
-    RSA_BITS,
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import (
     RSA_TYPE,
-    fingerprint,
+    city_holder,
+    key_label,
+    reserved_key_id,
 )
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import RSA_BITS, fingerprint
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import OpenBao
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import HsmToken
 
 
 def ensure_city_rsa(hsm: HsmToken, city_code: str, check_mode: bool) -> tuple[bool, bytes | None]:
-    """The city's RSA transport pair (private key not extractable). Returns (created, public DER)."""
+    """The city's RSA transport pair (private key not extractable). Returns (created, public DER). A pair made before
+    IDs were set gets its CKA_ID at the city's next installation pass (install.assign_ids)."""
     label = key_label("internal", RSA_TYPE, 1, city_holder(city_code))
     pub = hsm.find_key(label=label, object_class="public_key")
     priv = hsm.find_key(label=label, object_class="private_key")
@@ -30,7 +32,7 @@ def ensure_city_rsa(hsm: HsmToken, city_code: str, check_mode: bool) -> tuple[bo
         )
     if check_mode:
         return True, None
-    pub, _private = hsm.generate_rsa_keypair(RSA_BITS, label)
+    pub, _private = hsm.generate_rsa_keypair(RSA_BITS, label, reserved_key_id(RSA_TYPE, 1, city_holder(city_code)))
     return True, hsm.public_key_der(pub)
 
 

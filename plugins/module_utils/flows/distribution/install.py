@@ -13,12 +13,14 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors impor
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import (
     KEK_ALGORITHM,
     KEK_TYPE,
+    RSA_TYPE,
     city_holder,
+    key_id,
     key_label,
+    reserved_key_id,
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.blocks import fetch_blocks
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import (
-    RSA_TYPE,
     HsmKeyOps,
     fingerprint,
     installed_policy,
@@ -71,7 +73,7 @@ def install_kek(
             blob,
             KEK_ALGORITHM,
             label=label,
-            id=None,
+            id=reserved_key_id(KEK_TYPE, version, city_holder(city_code)) if label else None,
             policy=kek_policy(province=False, token=token),
             mechanism="rsa-oaep",
         )
@@ -94,10 +96,21 @@ class VerifiedBlock:
     parsed: keyblock.ParsedBlock
     label: str
     installed: bool
+    #: CKA_ID from the block's type code; None only for a block published before blocks carried it (check mode)
+    key_id: bytes | None = None
+    #: the object already in the token (installed), whose CKA_ID may need setting
+    existing: Any = None
 
 
 def verify_blocks(
-    hsm: HsmToken, *, kek: Any, kek_info: dict[str, Any], city: str, city_code: str, blocks: dict[str, str]
+    hsm: HsmToken,
+    *,
+    kek: Any,
+    kek_info: dict[str, Any],
+    city: str,
+    city_code: str,
+    blocks: dict[str, str],
+    check_mode: bool = False,
 ) -> list[VerifiedBlock]:
     """Every block: MAC (in the HSM), city, validity, KEK; then the KCV on a transient unwrap. All or nothing."""
     ops = HsmKeyOps(hsm)
@@ -111,6 +124,15 @@ def verify_blocks(
         if header.kek_kcv != kek_info["kcv"]:
             raise DistributionError(f"city {city}, block {name}: made under another KEK; nothing installed")
         label = key_label(header.key_class, header.key_type, header.version, city_holder(city_code))
+        if header.type_code is None and not check_mode:
+            raise DistributionError(
+                f"city {city}, block {name}: published before key blocks carried the type code (TY), so the key's "
+                "CKA_ID cannot be named; the province must re-publish (tunion.keymgmt.keyblock_publish): "
+                "nothing installed"
+            )
+        object_id = None
+        if header.type_code is not None:
+            object_id = key_id(header.key_class, header.type_code, header.version, city_holder(city_code))
         existing = hsm.find_key(label=label)
         if existing is not None:
             have = kcv_hex(hsm, existing)
@@ -119,7 +141,7 @@ def verify_blocks(
                     f"city {city}: token holds {label} with KCV {have} but the province's block says {header.kcv}; "
                     "a key version never changes value: nothing installed, tell the province"
                 )
-            verified.append(VerifiedBlock(name, parsed, label, True))
+            verified.append(VerifiedBlock(name, parsed, label, True, object_id, existing))
             continue
         probe = hsm.unwrap(
             kek,
@@ -138,7 +160,7 @@ def verify_blocks(
                 f"city {city}, block {name}: unwrapped key has KCV {have}, the header says {header.kcv}; "
                 "nothing installed"
             )
-        verified.append(VerifiedBlock(name, parsed, label, False))
+        verified.append(VerifiedBlock(name, parsed, label, False, object_id))
     return verified
 
 
@@ -153,10 +175,45 @@ def install_verified(hsm: HsmToken, kek: Any, verified: list[VerifiedBlock]) -> 
             item.parsed.body,
             header.algorithm,
             label=item.label,
-            id=None,
+            id=item.key_id,
             policy=installed_policy(header.key_class),
         )
         done.append(item.label)
+    return done
+
+
+def assign_ids(
+    hsm: HsmToken, city_code: str, kek_info: dict[str, Any], verified: list[VerifiedBlock], check_mode: bool
+) -> list[str]:
+    """Objects the token held before IDs were set get the CKA_ID of the label scheme in place: the city's KEK, its
+    RSA transport pair and its granted keys. Returns their labels (in check mode: those that would change)."""
+    holder = city_holder(city_code)
+    kek_label = key_label("internal", KEK_TYPE, kek_info["version"], holder)
+    rsa_label = key_label("internal", RSA_TYPE, 1, holder)
+    wanted = [
+        (kek_label, hsm.find_key(label=kek_label), reserved_key_id(KEK_TYPE, kek_info["version"], holder)),
+        *(
+            (
+                f"{rsa_label} ({cls})",
+                hsm.find_key(label=rsa_label, object_class=cls),
+                reserved_key_id(RSA_TYPE, 1, holder),
+            )
+            for cls in ("public_key", "private_key")
+        ),
+    ]
+    done = [
+        label
+        for label, obj, object_id in wanted
+        if obj is not None and hsm.ensure_id(obj, object_id, check_mode=check_mode)
+    ]
+    for item in verified:
+        if item.existing is None:
+            continue
+        if item.key_id is None:  # check mode, an old block: the re-published block will name the ID
+            if not hsm.describe(item.existing, with_kcv=False)["id"]:
+                done.append(item.label)
+        elif hsm.ensure_id(item.existing, item.key_id, check_mode=check_mode):
+            done.append(item.label)
     return done
 
 
@@ -179,14 +236,18 @@ def install_for_city(bao: OpenBao, hsm: HsmToken, city: str, code: str, *, check
             "then let the province publish (tunion.keymgmt.keyblock_publish)"
         )
     blocks = fetch_blocks(bao, city)
-    verified = verify_blocks(hsm, kek=kek, kek_info=kek_info, city=city, city_code=code, blocks=blocks)
+    verified = verify_blocks(
+        hsm, kek=kek, kek_info=kek_info, city=city, city_code=code, blocks=blocks, check_mode=check_mode
+    )
     installed = [v.label for v in verified if not v.installed] if check_mode else install_verified(hsm, kek, verified)
+    ids_set = assign_ids(hsm, code, kek_info, verified, check_mode)
     retired = retire_keys(hsm, code, {v.label for v in verified}, check_mode)
     record = status_record(city, code, kek_info, verified)
     reported = report_status(bao, city, record, check_mode)
     return {
-        "changed": kek_changed or bool(installed) or bool(retired) or reported,
+        "changed": kek_changed or bool(installed) or bool(retired) or bool(ids_set) or reported,
         "installed": installed,
+        "ids_set": ids_set,
         "retired": retired,
         "keys": record["keys"],
         "kek": kek_info,

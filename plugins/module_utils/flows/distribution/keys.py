@@ -15,9 +15,6 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue i
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.policy import KeyPolicy
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import HsmToken
 
-RSA_TYPE = "transport_rsa"
-
-
 RSA_BITS = 3072
 
 

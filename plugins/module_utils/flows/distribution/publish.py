@@ -13,8 +13,11 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors impor
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import (
     KEK_ALGORITHM,
     KEK_TYPE,
+    RSA_TYPE,
     city_holder,
+    key_id,
     key_label,
+    reserved_key_id,
     version_name,
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.blocks import (
@@ -24,7 +27,6 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.enrolment import read_enrolment
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import (
     KCV_METHOD,
-    RSA_TYPE,
     HsmKeyOps,
     kcv_hex,
     kek_policy,
@@ -56,18 +58,60 @@ def plan_envelope(bao: OpenBao, target: CityTarget, fp: str) -> dict[str, Any] |
     return None
 
 
+def city_objects(target: CityTarget) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
+    """(label, CKA_ID) of the city's KEK and of the province's copy of the city's public key."""
+    holder = city_holder(target.city_code)
+    return (
+        (
+            key_label("internal", KEK_TYPE, target.kek_version, holder),
+            reserved_key_id(KEK_TYPE, target.kek_version, holder),
+        ),
+        (key_label("internal", RSA_TYPE, 1, holder), reserved_key_id(RSA_TYPE, 1, holder)),
+    )
+
+
+def stale_ids(hsm: HsmToken, target: CityTarget) -> list[tuple[str, str, bytes]]:
+    """(label, object class, CKA_ID) of the city's KEK and public key in the province token that lack the ID of the
+    label scheme (made before IDs were set). Read only: they are SO objects, set in an SO session."""
+    stale = []
+    for (label, object_id), object_class in zip(city_objects(target), ("secret_key", "public_key"), strict=True):
+        obj = hsm.find_key(label=label, object_class=object_class)
+        if obj is not None and hsm.ensure_id(obj, object_id, check_mode=True):
+            stale.append((label, object_class, object_id))
+    return stale
+
+
+def assign_ids_as_so(so_session: Callable[[], Any], stale: list[tuple[str, str, bytes]]) -> None:
+    """Give the objects of :func:`stale_ids` their CKA_ID in place, in one SO session."""
+    with so_session() as so_hsm:
+        for label, object_class, object_id in stale:
+            so_hsm.ensure_id(so_hsm.get_key(label, object_class, check_validity=False), object_id)
+
+
+def _type_code(target: CityTarget, info: dict[str, Any], key_class: str, version: int, holder: str) -> int:
+    """The type code of a granted key, from its CKA_ID in the province token (set from the catalogue by hsm_key)."""
+    found = bytes.fromhex(info.get("id") or "")
+    if len(found) >= 4 and key_id(key_class, found[1], version, holder) == found:
+        return found[1]
+    raise DistributionError(
+        f"city {target.city}: the province's {info.get('label')} has CKA_ID {found.hex() or '(none)'}, not the label "
+        "scheme's (docs/hsm.md), so its block cannot carry the type code: re-issue it (tunion.keymgmt.hsm_key)"
+    )
+
+
 def make_envelope(so_hsm: HsmToken, target: CityTarget, public_der: bytes, fp: str) -> dict[str, Any]:
     """In an SO session: ensure the trusted KEK for the city, wrap it (RSA-OAEP) under the city's public key."""
-    kek_label = key_label("internal", KEK_TYPE, target.kek_version, city_holder(target.city_code))
+    (kek_label, kek_id), (rsa_label, rsa_id) = city_objects(target)
     kek = so_hsm.find_key(label=kek_label)
     if kek is None:
-        kek = so_hsm.generate_secret(KEK_ALGORITHM, kek_label, None, kek_policy(province=True))
-    rsa_label = key_label("internal", RSA_TYPE, 1, city_holder(target.city_code))
+        kek = so_hsm.generate_secret(KEK_ALGORITHM, kek_label, kek_id, kek_policy(province=True))
+    so_hsm.ensure_id(kek, kek_id)
     old = so_hsm.find_key(label=rsa_label, object_class="public_key")
     if old is not None and so_hsm.public_key_der(old) != public_der:
         so_hsm.destroy(old)
         old = None
-    pub = old or so_hsm.import_rsa_public_key(public_der, rsa_label, trusted=True)
+    pub = old or so_hsm.import_rsa_public_key(public_der, rsa_label, rsa_id, trusted=True)
+    so_hsm.ensure_id(pub, rsa_id)
     wrapped = so_hsm.wrap(pub, kek, mechanism="rsa-oaep")
     return {
         "city": target.city,
@@ -96,9 +140,10 @@ def build_city_blocks(
         raise DistributionError(f"city {target.city}: KEK {kek_label!r} is not in the province token")
     out: dict[str, tuple[str, dict[str, Any]]] = {}
     for grant in target.grants:
-        found = index.get((grant.key_type, grant.version, city_holder(target.city_code))) or index.get(
-            (grant.key_type, grant.version, "province")
-        )
+        holder = city_holder(target.city_code)
+        if (grant.key_type, grant.version, holder) not in index:
+            holder = "province"
+        found = index.get((grant.key_type, grant.version, holder))
         if found is None:
             raise DistributionError(
                 f"city {target.city}: granted key {grant.key_type} v{grant.version} is not in the province token: "
@@ -115,6 +160,7 @@ def build_city_blocks(
             )
         header = keyblock.KeyBlockHeader(
             key_type=grant.key_type,
+            type_code=_type_code(target, info, key_class, grant.version, holder),
             key_class=key_class,
             version=grant.version,
             algorithm=info["algorithm"],
@@ -184,6 +230,7 @@ def publish_for_cities(
                 bao.kv_write(bao.layout.mount, bao.layout.city(target.city, "kek"), envelope)
                 envelopes[target.city] = envelope
     ready = [t for t in targets if t.city in envelopes]
+    stale: dict[str, list[tuple[str, str, bytes]]] = {}
     if ready:
         with user_session() as hsm:
             use_catalogue(hsm, catalogue)
@@ -198,15 +245,20 @@ def publish_for_cities(
                 retired = retire_blocks(bao, target.city, blocks, check_mode)
                 report[target.city]["blocks_written"] = written
                 report[target.city]["blocks_retired"] = retired
+                stale[target.city] = stale_ids(hsm, target)
+                report[target.city]["ids_set"] = [label for label, _cls, _id in stale[target.city]]
                 fresh = not written and not retired and report[target.city]["envelope"] == "unchanged"
                 if fresh and city_in_step(bao, target.city, envelope, blocks):
                     in_step.append(target.city)
+    if any(stale.values()) and not check_mode:
+        assign_ids_as_so(so_session, [item for items in stale.values() for item in items])
     for target, _wrapped in to_wrap:
         if target.city not in envelopes:  # check mode: every block would be made under the new KEK
             report[target.city]["blocks_written"] = [version_name(g.key_type, g.version) for g in target.grants]
     return {
         "changed": any(
-            r["envelope"] != "unchanged" or r["blocks_written"] or r.get("blocks_retired") for r in report.values()
+            r["envelope"] != "unchanged" or r["blocks_written"] or r.get("blocks_retired") or r.get("ids_set")
+            for r in report.values()
         ),
         "cities": report,
         "awaiting_enrolment": awaiting,

@@ -9,6 +9,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import
     key_id,
     key_label,
     parse_key_label,
+    reserved_key_id,
 )
 
 
@@ -24,3 +25,10 @@ def test_label_and_id_scheme():
         key_label("consumption", "purchase", 256)
     with pytest.raises(HsmError, match="unknown key class"):
         key_label("secret", "purchase", 1)
+
+
+def test_kek_and_transport_rsa_ids_use_reserved_internal_codes():
+    """KEKs and RSA transport keys are no catalogue types: their type codes are the collection's own (docs/hsm.md)."""
+    assert reserved_key_id("kek", 1, "city-440100") == bytes.fromhex("03f10101440100")
+    assert reserved_key_id("transport_rsa", 1, "city-445300") == bytes.fromhex("03f20101445300")
+    assert reserved_key_id("kek", 2, "city-440100") == key_id("internal", 0xF1, 2, "city-440100")

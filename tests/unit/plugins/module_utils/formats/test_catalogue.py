@@ -45,6 +45,30 @@ def test_recharge_key_on_sam_is_refused_citing_the_rule():
         assert_sam_allowed(load_catalogue(LAB).entry("load"))
 
 
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"name": "kek"}, "'kek' is a type of the collection's own"),
+        ({"name": "transport_rsa", "class": "recharge", "origin": "province"}, "'transport_rsa' is a type"),
+        ({"code": 0xF1}, "code 0xf1 is reserved in class internal .*0xf1 kek, 0xf2 transport_rsa"),
+        ({"code": 0xF0}, "code 0xf0 is reserved"),
+        ({"code": 0xFF}, "code 0xff is reserved"),
+    ],
+)
+def test_the_collection_s_own_types_and_codes_are_refused(changes, message):
+    """KEKs and RSA transport keys take reserved internal codes (0xf0..0xff) in their CKA_ID: no catalogue entry may
+    take their names or those codes, or two objects would share a label or an ID."""
+    cat = copy.deepcopy(LAB)
+    entry = next(e for e in cat if e["name"] == "backup_kek")
+    entry.update(changes)
+    with pytest.raises(CatalogueError, match=message):
+        load_catalogue(cat)
+
+
+def test_reserved_codes_are_free_outside_class_internal():
+    load_catalogue(_with(name="load", code=0xF1))
+
+
 def test_duplicate_type_version_is_refused():
     cat = copy.deepcopy(LAB)
     cat.append(copy.deepcopy(cat[2]))

@@ -46,6 +46,7 @@ class FakeHsm:
 def header(**changes: object) -> kb.KeyBlockHeader:
     fields: dict[str, object] = {
         "key_type": "purchase",
+        "type_code": 0x11,
         "key_class": "consumption",
         "version": 1,
         "algorithm": "3DES-2KEY",
@@ -121,6 +122,9 @@ def test_other_city_expired_or_other_kek_version(block: str) -> None:
         ({"kcv": "xyz"}, "kcv"),
         ({"city": ""}, "city"),
         ({"not_before": "soon"}, "is not a date"),
+        ({"type_code": None}, "type_code .* is required"),
+        ({"type_code": 0}, "type code 0 must be one byte"),
+        ({"type_code": 256}, "type code 256 must be one byte"),
     ],
 )
 def test_bad_headers_are_refused_before_the_hsm_is_used(changes: dict[str, object], message: str) -> None:
@@ -130,6 +134,34 @@ def test_bad_headers_are_refused_before_the_hsm_is_used(changes: dict[str, objec
 
     with pytest.raises(kb.KeyBlockError, match=message):
         kb.build(NoHsm(), KEK, KEY, header(**changes))
+
+
+def test_type_code_is_in_the_macd_header(block: str) -> None:
+    """The type code (TY, 2 hex digits) follows the key type in the header the MAC covers."""
+    parsed = kb.parse(block)
+    assert "KT0CpurchaseTY0611CL0F" in parsed.header_text and parsed.header.type_code == 0x11
+    assert block[12:14] == "10"  # ten optional blocks
+    forged = block.replace("TY0611", "TY0612", 1)
+    with pytest.raises(kb.KeyBlockError, match="failed its MAC check"):
+        kb.verify(FakeHsm(), KEK, forged, city="440100", today=TODAY)
+
+
+def _block_without_type_code() -> str:
+    """A block as the province made them before TY existed (nine optional blocks), built here by hand."""
+    h = header(type_code=None)
+    optional = "".join(f"{i}{len(d) + 4:02X}{d}" for i, d in h.optional_blocks())
+    body = aes_key_wrap_with_padding(KEK, KEY)
+    total = 16 + len(optional) + 2 * len(body) + 32
+    text = f"T{total:04d}10TX01N0900" + optional
+    mac = FakeHsm().cmac(KEK, kb.KBAK_DERIVATION, text.encode() + body)
+    return text + body.hex().upper() + mac.hex().upper()
+
+
+def test_a_block_published_before_type_codes_still_verifies_without_one() -> None:
+    old = _block_without_type_code()
+    assert "TY" not in kb.parse(old).header_text
+    parsed = kb.verify(FakeHsm(), KEK, old, city="440100", today=TODAY, kek_version=1)
+    assert parsed.header.type_code is None and parsed.header.key_type == "purchase"
 
 
 @pytest.mark.parametrize(

@@ -228,3 +228,26 @@ def test_pkcs11_tool_lists_same_labels_and_ids(token_dir):
     for label, kid in labels.items():
         block = out[out.index(f"label:      {label}") :]
         assert block.splitlines()[1].split()[-1].lower() == kid
+
+
+def test_ensure_id_sets_the_scheme_s_id_in_place_and_refuses_an_unmodifiable_object(tok):
+    """Objects made before IDs were set get theirs in place (same object, no copy); check mode only tells; an object
+    the token marks CKA_MODIFIABLE false is refused by name, never skipped."""
+    label = key_label("internal", "kek", 7, "city-440100")
+    want = key_id("internal", 0xF1, 7, "city-440100")
+    key = tok.generate_secret("AES-256", label, None, KeyPolicy(usage="kek", extractable=False))
+    before = _count(tok)
+    assert bytes(key[Attribute.ID] or b"") == b""
+    assert tok.ensure_id(key, want, check_mode=True) is True
+    assert bytes(key[Attribute.ID] or b"") == b""
+    assert tok.ensure_id(key, want) is True
+    assert tok.find_key(label=label)[Attribute.ID] == want and _count(tok) == before
+    assert tok.ensure_id(key, want) is False
+    frozen_label = key_label("internal", "kek", 8, "city-440100")
+    frozen = tok.session.generate_key(
+        KeyType.AES, 256, label=frozen_label, store=True, template={Attribute.MODIFIABLE: False}
+    )
+    with pytest.raises(HsmError, match=f"{frozen_label}.*CKA_MODIFIABLE false.*re-create"):
+        tok.ensure_id(frozen, key_id("internal", 0xF1, 8, "city-440100"), check_mode=True)
+    for obj in (key, frozen):
+        tok.destroy(obj)
