@@ -88,7 +88,7 @@ def assign_ids_as_so(so_session: Callable[[], Any], stale: list[tuple[str, str, 
             so_hsm.ensure_id(so_hsm.get_key(label, object_class, check_validity=False), object_id)
 
 
-def _type_code(target: CityTarget, info: dict[str, Any], key_class: str, version: int, holder: str) -> int:
+def granted_type_code(target: CityTarget, info: dict[str, Any], key_class: str, version: int, holder: str) -> int:
     """The type code of a granted key, from its CKA_ID in the province token (set from the catalogue by hsm_key)."""
     found = bytes.fromhex(info.get("id") or "")
     if len(found) >= 4 and key_id(key_class, found[1], version, holder) == found:
@@ -160,7 +160,7 @@ def build_city_blocks(
             )
         header = keyblock.KeyBlockHeader(
             key_type=grant.key_type,
-            type_code=_type_code(target, info, key_class, grant.version, holder),
+            type_code=granted_type_code(target, info, key_class, grant.version, holder),
             key_class=key_class,
             version=grant.version,
             algorithm=info["algorithm"],
