@@ -22,19 +22,29 @@ CITY = "zhuhai"
 # A recharge key every lab city is granted (distribution_grants in inventories/lab), labelled as docs/hsm.md says.
 LABEL_FORMAT = "recharge.load.v01.city-{code}"
 
-# Runs as the city's unix user. argv: mode (plant|remove), token label, object label; the user PIN on stdin.
-# plant: destroy the one secret key with that label, create a new random 2-key 3DES key with the same label and ID
-# and the same protection, print "<old KCV> <new KCV>" (3DES-ECB over 8 zero bytes, computed in the HSM).
-# remove: destroy every secret key with that label, print how many.
+# Runs as a node's unix user on its own token. argv: mode, token label, object label, PKCS#11 library; the user PIN
+# on stdin. KCVs are 3DES-ECB over 8 zero bytes, computed in the HSM on a session copy that may encrypt.
+#   kcv     print the KCV of the one secret key with that label
+#   plant   destroy that key, create a new random 2-key 3DES key with the same label, ID and protection, print
+#           "<old KCV> <new KCV>"
+#   remove  destroy every secret key with that label, print how many
 _TOKEN_SCRIPT = r"""
 import sys
 
 import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
-mode, token_label, label = sys.argv[1:4]
-lib = pkcs11.lib(sys.argv[4])
-token = lib.get_token(token_label=token_label)
+
+def kcv(key):
+    probe = key.copy({Attribute.TOKEN: False, Attribute.ENCRYPT: True})
+    try:
+        return probe.encrypt(bytes(8), mechanism=Mechanism.DES3_ECB)[:3].hex().upper()
+    finally:
+        probe.destroy()
+
+
+mode, token_label, label, library = sys.argv[1:5]
+token = pkcs11.lib(library).get_token(token_label=token_label)
 with token.open(rw=True, user_pin=sys.stdin.read().strip()) as session:
     found = list(session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}))
     if mode == "remove":
@@ -45,8 +55,10 @@ with token.open(rw=True, user_pin=sys.stdin.read().strip()) as session:
     if len(found) != 1:
         sys.exit(f"{len(found)} secret keys labelled {label}, expected one")
     old = found[0]
+    if mode == "kcv":
+        print(kcv(old))
+        sys.exit(0)
     key_id = bytes(old[Attribute.ID] or b"")
-    kcv = lambda key: key.encrypt(bytes(8), mechanism=Mechanism.DES3_ECB)[:3].hex().upper()
     old_kcv = kcv(old)
     old.destroy()
     template = {
@@ -64,9 +76,9 @@ with token.open(rw=True, user_pin=sys.stdin.read().strip()) as session:
 """
 
 
-def in_city_token(city: str, mode: str, label: str) -> str:
-    """Run _TOKEN_SCRIPT as the city's unix user, on its own SoftHSM token (its HOME and softhsm2.conf)."""
-    user, token_label = f"city-{city}", f"tunion-{city}"
+def in_token(user: str, mode: str, label: str) -> str:
+    """Run _TOKEN_SCRIPT as the node's unix user, on its own SoftHSM token (its HOME and softhsm2.conf)."""
+    token_label = user.replace("city-", "tunion-", 1)  # city-zhuhai: tunion-zhuhai; tunion-province: itself
     home = LAB_DIR / "nodes" / user
     pin = (PIN_DIR / f"{token_label}.user").read_text().strip()
     script = [str(VENV_BIN / "python"), "-c", _TOKEN_SCRIPT, mode, token_label, label, SOFTHSM_LIBRARY]
@@ -111,7 +123,7 @@ def failed_hosts(output: str) -> list[str]:
 def restore(city: str, label: str) -> None:
     """Destroy the planted object; the city's block is still in OpenBao, and a forced installation pass for that city
     (distribute.yml limited to the province and the city) puts the province's key back."""
-    in_city_token(city, "remove", label)
+    in_token(f"city-{city}", "remove", label)
     result = run_playbook("distribute.yml", "--limit", f"province,{city}", "-e", "distribution_verify_cities=true")
     assert result.returncode == 0, f"restoring {city} failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
 
@@ -131,9 +143,11 @@ def test_verify_passes_on_the_converged_lab() -> None:
 
 def test_verify_fails_on_a_planted_wrong_kcv_and_passes_after_the_restore() -> None:
     label = LABEL_FORMAT.format(code=lab_cities()[CITY])
+    # the province's KCV of the key it publishes for the city, read from its own token
+    province_kcv = in_token("tunion-province", "kcv", label)
     try:
-        # the converged city held the province's key (the first test): its KCV is the province's
-        province_kcv, planted_kcv = in_city_token(CITY, "plant", label).split()
+        held_kcv, planted_kcv = in_token(f"city-{CITY}", "plant", label).split()
+        assert held_kcv == province_kcv, "the city was out of step before the planting"
         assert planted_kcv != province_kcv  # a fresh random key: a collision is one in 2**24
         result = molecule_verify()
         assert result.returncode != 0, f"verify passed with a wrong key in {CITY}:\n{result.stdout[-4000:]}"
