@@ -15,7 +15,7 @@ from typing import Any
 
 #: the network's time zone (China Standard Time has had no daylight saving since 1991)
 NETWORK_TZ = _dt.timezone(_dt.timedelta(hours=8), "CST")
-_DAY_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_DAY_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 
 
 def now() -> str:

@@ -17,8 +17,8 @@ from typing import Any
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError, HsmError
 
 #: a city's code (行政区划代码, six digits) and a SAM serial (ten bytes, hex)
-CITY_CODE_RE = re.compile(r"^[0-9]{6}$")
-SAM_SERIAL_RE = re.compile(r"^[0-9A-F]{20}$")
+CITY_CODE_RE = re.compile(r"^[0-9]{6}\Z")
+SAM_SERIAL_RE = re.compile(r"^[0-9A-F]{20}\Z")
 #: the KEK type of the label scheme (internal.kek.vVV.<holder>) and its one algorithm: the province makes each city's
 #: KEK as AES-256, and SoftHSM cannot say a KEK's length once it has been unwrapped (CKA_VALUE_LEN reads 0)
 KEK_TYPE = "kek"
@@ -31,20 +31,20 @@ RSA_TYPE = "transport_rsa"
 RESERVED_TYPE_CODES: dict[str, int] = {KEK_TYPE: 0xF1, RSA_TYPE: 0xF2}
 RESERVED_CODE_RANGE = range(0xF0, 0x100)
 #: a city's name (the inventory host): it names OpenBao paths, the city's policy and AppRole, so nothing else
-CITY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-VERSION_NAME_RE = re.compile(r"^(?P<type>[a-z][a-z0-9_]*)\.v(?P<ver>[0-9a-f]{2})$")
+CITY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+VERSION_NAME_RE = re.compile(r"^(?P<type>[a-z][a-z0-9_]*)\.v(?P<ver>[0-9a-f]{2})\Z")
 
 #: key classes and their CKA_ID class byte. 消费类 / 充值类 (第二条(三)), plus internal keys (KEKs, SAM issuer keys).
 KEY_CLASSES: dict[str, int] = {"consumption": 0x01, "recharge": 0x02, "internal": 0x03}
 
 
-_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}\Z")
 
 
-_HOLDER_RE = re.compile(r"^(province|city-[0-9]{6}|sam-[0-9a-f]{2,32}|[a-z][a-z0-9-]{0,30})$")
+_HOLDER_RE = re.compile(r"^(province|city-[0-9]{6}|sam-[0-9a-f]{2,32}|[a-z][a-z0-9-]{0,30})\Z")
 
 
-_LABEL_RE = re.compile(r"^(?P<cls>[a-z]+)\.(?P<type>[a-z][a-z0-9_]*)\.v(?P<ver>[0-9a-f]{2})\.(?P<holder>[a-z0-9-]+)$")
+_LABEL_RE = re.compile(r"^(?P<cls>[a-z]+)\.(?P<type>[a-z][a-z0-9_]*)\.v(?P<ver>[0-9a-f]{2})\.(?P<holder>[a-z0-9-]+)\Z")
 
 
 @dataclass(frozen=True)

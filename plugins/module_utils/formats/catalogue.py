@@ -50,7 +50,7 @@ SCOPES = ("province", "city")
 SOURCES = {"ministry": ("components", "wrapped"), "province": ("generate",)}
 
 
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}\Z")
 
 
 @dataclass(frozen=True)

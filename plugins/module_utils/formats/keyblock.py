@@ -79,10 +79,10 @@ KBAK_LABEL = b"TUNIONKB"
 KBAK_DERIVATION = b"".join(bytes([counter]) + bytes.fromhex("0001000004" + "0100") + KBAK_LABEL for counter in (1, 2))
 
 
-_HEX = re.compile(r"^[0-9A-F]*$")
+_HEX = re.compile(r"^[0-9A-F]*\Z")
 
 
-_PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
+_PRINTABLE = re.compile(r"^[\x20-\x7e]*\Z")
 
 
 class KeyBlockHsm(Protocol):

@@ -25,13 +25,13 @@ STATUSES = ("active", "suspended", "revoked")
 COLUMNS = ("serial", "city_code", "holder", "status", "station", "note")
 
 
-_SERIAL_RE = re.compile(r"^[0-9A-F]{20}$")
+_SERIAL_RE = re.compile(r"^[0-9A-F]{20}\Z")
 
 
-_CITY_RE = re.compile(r"^[0-9]{6}$")
+_CITY_RE = re.compile(r"^[0-9]{6}\Z")
 
 
-_HOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ KINDS = ("cities", "holders", "sams", "key_versions")
 PROVINCE_NAMES = frozenset({"province", "tunion-province", "province-admin", "root", "default"})
 
 
-_KEY_VERSION_RE = re.compile(r"^[a-z][a-z0-9_]*\.v[0-9a-f]{2}$")
+_KEY_VERSION_RE = re.compile(r"^[a-z][a-z0-9_]*\.v[0-9a-f]{2}\Z")
 
 
 @dataclass(frozen=True)
