@@ -81,8 +81,11 @@ def enforcement_pass(params: Mapping[str, Any], connect: Callable[[], OpenBao], 
     )
     bao = connect()
     previous = read_state(bao)
-    stamped, state = merge(previous, entries, at)
     blacklist = params["blacklist_result"]
+    # A blacklist published on this run lists every SAM group in force: a group pending from an earlier run that it
+    # no longer lists was reinstated, and is superseded rather than carried forever.
+    published = bool(blacklist.get("version")) and not blacklist.get("failed")
+    stamped, state = merge(previous, entries, at, complete_kinds=frozenset({"sam_group"}) if published else frozenset())
     report = build_report(
         stamped,
         started_at=params["started_at"] or at,

@@ -46,11 +46,19 @@ def node_entry(host: str, result: dict[str, Any] | None, *, kind: str = "node", 
     return entry
 
 
-def merge(previous: dict[str, Any] | None, entries: list[dict[str, Any]], at: str) -> tuple[list, dict]:
+def merge(
+    previous: dict[str, Any] | None,
+    entries: list[dict[str, Any]],
+    at: str,
+    *,
+    complete_kinds: frozenset[str] = frozenset(),
+) -> tuple[list, dict]:
     """Stamp this run's entries against the durable state; return (entries, new state).
 
     An entry enforced now that was pending before says since when. A part that was pending and is not part of this
-    run stays pending in the state (and in the report)."""
+    run stays pending in the state (and in the report), unless this run lists every part of its kind
+    (``complete_kinds``: e.g. the SAM groups of a blacklist published on this run): then the part no longer exists
+    in the desired state (its SAMs were reinstated), and it is reported once as superseded and dropped."""
     before = (previous or {}).get("parts") or {}
     parts: dict[str, Any] = {}
     out: list[dict[str, Any]] = []
@@ -68,9 +76,25 @@ def merge(previous: dict[str, Any] | None, entries: list[dict[str, Any]], at: st
         parts[target] = {k: entry[k] for k in ("state", "at", "since", "reason", "what") if k in entry}
         out.append(entry)
     for target, old in before.items():
-        if target not in parts and old.get("state") in ("unreachable", "failed"):
-            parts[target] = old
-            out.append(dict(old, target=target, kind=target.split(":")[0], name=target.split(":", 1)[1], carried=True))
+        if target in parts or old.get("state") not in ("unreachable", "failed"):
+            continue
+        kind, name = target.split(":", 1)
+        if kind in complete_kinds:
+            since = old.get("since", old.get("at", "?"))
+            out.append(
+                {
+                    "target": target,
+                    "kind": kind,
+                    "name": name,
+                    "state": "enforced",
+                    "at": at,
+                    "what": "no longer in the desired state (superseded by this run)",
+                    "after": f"{old['state']} since {since}",
+                }
+            )
+            continue
+        parts[target] = old
+        out.append(dict(old, target=target, kind=kind, name=name, carried=True))
     return out, {"parts": parts, "updated_at": at}
 
 

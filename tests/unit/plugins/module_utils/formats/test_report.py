@@ -60,3 +60,25 @@ def test_pending_part_not_in_this_run_is_carried_over() -> None:
     entries, new_state = merge(state, [], "t1")
     assert entries[0]["target"] == "node:shantou" and entries[0]["carried"]
     assert new_state["parts"]["node:shantou"]["state"] == "unreachable"
+
+
+def test_pending_sam_group_no_longer_listed_is_superseded_not_carried() -> None:
+    state = {
+        "parts": {
+            "sam_group:440400/zhuhai-bus": {"state": "failed", "at": "t0", "since": "t0", "reason": "not confirmed"},
+            "node:shantou": {"state": "unreachable", "at": "t0", "since": "t0"},
+        }
+    }
+    entries, new_state = merge(state, [], "t1", complete_kinds=frozenset({"sam_group"}))
+    by_target = {e["target"]: e for e in entries}
+    group = by_target["sam_group:440400/zhuhai-bus"]
+    assert group["state"] == "enforced" and group["after"] == "failed since t0" and "carried" not in group
+    assert "sam_group:440400/zhuhai-bus" not in new_state["parts"]
+    # a node is never superseded: it stays pending until a run reaches it
+    assert by_target["node:shantou"]["carried"] and new_state["parts"]["node:shantou"]["state"] == "unreachable"
+
+
+def test_pending_sam_group_is_carried_when_no_blacklist_was_published() -> None:
+    state = {"parts": {"sam_group:440400/zhuhai-bus": {"state": "failed", "at": "t0", "since": "t0"}}}
+    entries, new_state = merge(state, [], "t1")
+    assert entries[0]["carried"] and new_state["parts"]["sam_group:440400/zhuhai-bus"]["state"] == "failed"
