@@ -58,7 +58,6 @@ OPT_KEK, OPT_CITY, OPT_NOT_BEFORE, OPT_NOT_AFTER, OPT_ISSUER = "KP", "CI", "VB",
 
 OPTIONAL_ORDER = (
     OPT_KEY_TYPE,
-    OPT_TYPE_CODE,
     OPT_CLASS,
     OPT_ALGORITHM,
     OPT_KCV,
@@ -67,6 +66,7 @@ OPTIONAL_ORDER = (
     OPT_NOT_BEFORE,
     OPT_NOT_AFTER,
     OPT_ISSUER,
+    OPT_TYPE_CODE,  # last: added later, so the fields before it keep their offsets
 )
 
 

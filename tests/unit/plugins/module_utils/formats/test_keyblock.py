@@ -137,9 +137,9 @@ def test_bad_headers_are_refused_before_the_hsm_is_used(changes: dict[str, objec
 
 
 def test_type_code_is_in_the_macd_header(block: str) -> None:
-    """The type code (TY, 2 hex digits) follows the key type in the header the MAC covers."""
+    """The type code (TY, 2 hex digits) is the last optional block of the header the MAC covers."""
     parsed = kb.parse(block)
-    assert "KT0CpurchaseTY0611CL0F" in parsed.header_text and parsed.header.type_code == 0x11
+    assert parsed.header_text.endswith("IS16GD-TUNION-PROVINCETY0611") and parsed.header.type_code == 0x11
     assert block[12:14] == "10"  # ten optional blocks
     forged = block.replace("TY0611", "TY0612", 1)
     with pytest.raises(kb.KeyBlockError, match="failed its MAC check"):
