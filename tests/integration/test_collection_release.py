@@ -111,16 +111,18 @@ def isolated_env(workdir: Path, collections: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("build")
-    proc = subprocess.run(
-        [str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), str(REPO)],
-        cwd=out,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """Where the collection is built and installed, and Ansible run against that copy (installed by `installed`)."""
+    workdir = tmp_path_factory.mktemp("installed")
+    collections = workdir / "collections"
+    root = collections / "ansible_collections" / GALAXY["namespace"] / GALAXY["name"]
+    return Installed(root, workdir, isolated_env(workdir, collections))
+
+
+@pytest.fixture(scope="module")
+def tarball(sandbox: Installed) -> Path:
+    out = sandbox.workdir / "build"
+    proc = sandbox.run("ansible-galaxy", "collection", "build", "--output-path", str(out), str(REPO))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     built = out / TARBALL_NAME
     assert built.is_file(), f"ansible-galaxy built {sorted(p.name for p in out.iterdir())}, not {TARBALL_NAME}"
@@ -128,24 +130,13 @@ def tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def installed(tarball: Path, tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    workdir = tmp_path_factory.mktemp("installed")
-    collections = workdir / "collections"
-    env = isolated_env(workdir, collections)
-    proc = subprocess.run(
-        [str(VENV_BIN / "ansible-galaxy"), "collection", "install", "--no-deps", "-p", str(collections), str(tarball)],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+def installed(sandbox: Installed, tarball: Path) -> Installed:
+    collections = sandbox.root.parent.parent.parent
+    proc = sandbox.run("ansible-galaxy", "collection", "install", "--no-deps", "-p", str(collections), str(tarball))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    root = collections / "ansible_collections" / GALAXY["namespace"] / GALAXY["name"]
-    assert (root / "MANIFEST.json").is_file(), proc.stdout
-    assert not root.is_symlink()
-    return Installed(root, workdir, env)
+    assert (sandbox.root / "MANIFEST.json").is_file(), proc.stdout
+    assert not sandbox.root.is_symlink()
+    return sandbox
 
 
 def test_tarball_holds_the_collection_and_nothing_else(tarball: Path) -> None:
@@ -325,11 +316,9 @@ def scratch_secret(openbao_root: Any) -> Iterator[ScratchSecret]:
 
 
 def lookup_debug(
-    installed: Installed, secret: ScratchSecret, terms: str, from_inventory: bool = False
+    installed: Installed, terms: str, env: dict[str, str], variables: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The lookup in an ad-hoc debug task; the address and CA from BAO_* or, as the roles set them, from variables."""
-    where = {"BAO_ADDR": OPENBAO_URL, "BAO_CACERT": str(LAB_CA)}
-    inventory_vars = ["-e", json.dumps({"openbao_addr": OPENBAO_URL, "openbao_ca_cert": str(LAB_CA)})]
+    """The lookup in an ad-hoc debug task on localhost, with this environment and these extra variables."""
     return installed.run(
         "ansible",
         "localhost",
@@ -337,12 +326,12 @@ def lookup_debug(
         "localhost,",
         "-c",
         "local",
-        *(inventory_vars if from_inventory else []),
+        *(["-e", json.dumps(variables)] if variables else []),
         "-m",
         "ansible.builtin.debug",
         "-a",
         f"msg={{{{ lookup('tunion.keymgmt.openbao_kv', {terms}) }}}}",
-        extra_env={"BAO_TOKEN": secret.token, **({} if from_inventory else where)},
+        extra_env=env,
     )
 
 
@@ -351,16 +340,22 @@ def test_installed_openbao_kv_lookup_reads_one_field_and_names_what_is_missing(
     installed: Installed, scratch_secret: ScratchSecret
 ) -> None:
     s = scratch_secret
-    ok = lookup_debug(installed, s, f"'{s.path}', field='{s.field}', mount='{s.mount}'")
+    env = {"BAO_ADDR": OPENBAO_URL, "BAO_CACERT": str(LAB_CA), "BAO_TOKEN": s.token}
+    ok = lookup_debug(installed, f"'{s.path}', field='{s.field}', mount='{s.mount}'", env)
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
     assert f'"msg": "{s.value}"' in ok.stdout
     # the inventory's openbao_addr and openbao_ca_cert serve as well, with no BAO_ADDR or BAO_CACERT
-    inventory = lookup_debug(installed, s, f"'{s.path}', field='{s.field}', mount='{s.mount}'", from_inventory=True)
+    inventory = lookup_debug(
+        installed,
+        f"'{s.path}', field='{s.field}', mount='{s.mount}'",
+        {"BAO_TOKEN": s.token},
+        {"openbao_addr": OPENBAO_URL, "openbao_ca_cert": str(LAB_CA)},
+    )
     assert inventory.returncode == 0, inventory.stdout[-2000:] + inventory.stderr[-2000:]
     assert f'"msg": "{s.value}"' in inventory.stdout
 
-    no_path = lookup_debug(installed, s, f"'hsm/absent', field='{s.field}', mount='{s.mount}'")
-    no_field = lookup_debug(installed, s, f"'{s.path}', field='usr_pin', mount='{s.mount}'")
+    no_path = lookup_debug(installed, f"'hsm/absent', field='{s.field}', mount='{s.mount}'", env)
+    no_field = lookup_debug(installed, f"'{s.path}', field='usr_pin', mount='{s.mount}'", env)
     for proc, named in ((no_path, f"{s.mount}/hsm/absent"), (no_field, "'usr_pin'")):
         output = proc.stdout + proc.stderr
         assert proc.returncode != 0
@@ -372,19 +367,7 @@ def test_installed_openbao_kv_lookup_reads_one_field_and_names_what_is_missing(
 
 def test_installed_openbao_kv_lookup_without_address_or_token_says_what_to_set(installed: Installed) -> None:
     def debug(terms: str, **env: str) -> str:
-        proc = installed.run(
-            "ansible",
-            "localhost",
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-m",
-            "ansible.builtin.debug",
-            "-a",
-            f"msg={{{{ lookup('tunion.keymgmt.openbao_kv', {terms}) }}}}",
-            extra_env=env,
-        )
+        proc = lookup_debug(installed, terms, env)
         assert proc.returncode != 0
         output = proc.stdout + proc.stderr
         assert "Traceback" not in output
