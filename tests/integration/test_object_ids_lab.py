@@ -15,9 +15,8 @@ import subprocess
 import pytest
 import yaml
 
-from tunion_lab.lab import LAB_DIR, REPO, SOFTHSM_LIBRARY
-from tunion_lab.lab_state import PIN_DIR, lab_cities
-from tunion_lab.playbooks import VENV_BIN
+from tunion_lab.lab import REPO
+from tunion_lab.lab_state import PIN_DIR, _as_node, lab_cities
 
 pytestmark = [pytest.mark.lab]
 
@@ -27,7 +26,8 @@ RESERVED_CODES = {"kek": 0xF1, "transport_rsa": 0xF2}
 LAB_CODES = {"sam_transport": 0x33}
 LABEL_RE = re.compile(r"^(?P<cls>[a-z]+)\.(?P<type>[a-z][a-z0-9_]*)\.v(?P<ver>[0-9a-f]{2})\.(?P<holder>[a-z0-9-]+)$")
 
-# argv: library, token label; the user PIN on stdin. Prints [[object class, label, CKA_ID hex], ...] as JSON.
+# argv: library, token label (as _as_node passes them); the user PIN on stdin.
+# Prints [[object class, label, CKA_ID hex], ...] as JSON.
 _LIST = r"""
 import json, sys
 import pkcs11
@@ -47,17 +47,12 @@ def catalogue_codes() -> dict[tuple[str, str], int]:
 
 
 def token_objects(user: str, token_label: str) -> list[list[str]]:
-    home = LAB_DIR / "nodes" / user
+    """_LIST run as the node's unix user, with the node's SoftHSM configuration (the lab tooling's runner)."""
     proc = subprocess.run(
-        ["/usr/sbin/runuser", "-u", user, "--", str(VENV_BIN / "python"), "-c", _LIST, SOFTHSM_LIBRARY, token_label],
+        _as_node(user, _LIST, token_label),
         input=(PIN_DIR / f"{token_label}.user").read_text().strip(),
         capture_output=True,
         text=True,
-        env={
-            "HOME": str(home),
-            "SOFTHSM2_CONF": str(home / ".config" / "softhsm2" / "softhsm2.conf"),
-            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        },
         cwd="/",
         timeout=120,
         check=False,
