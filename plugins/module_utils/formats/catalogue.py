@@ -47,6 +47,10 @@ HOLDERS = ("hsm", "sam")
 SCOPES = ("province", "city")
 
 
+# Classes a city may be granted (第五条, 第七条); internal keys (KEKs, SAM issuer, backup) stay in the province (第六条)
+CITY_GRANTABLE_CLASSES = ("consumption", "recharge")
+
+
 SOURCES = {"ministry": ("components", "wrapped"), "province": ("generate",)}
 
 
@@ -98,6 +102,10 @@ class KeyTypeEntry:
     @property
     def sam_allowed(self) -> bool:
         return "sam" in self.holders and self.key_class == "consumption"
+
+    @property
+    def city_grantable(self) -> bool:
+        return self.key_class in CITY_GRANTABLE_CLASSES
 
 
 @dataclass(frozen=True)
@@ -258,8 +266,8 @@ def _entry(raw: Mapping[str, Any], idx: int, errors: list[str]) -> KeyTypeEntry 
                 f"{vwhere}: kcv was read as the {type(kcv).__name__} {kcv!r}, not as text: YAML retypes unquoted "
                 'digits (043430 is octal 18200); quote it, e.g. kcv: "043430"'
             )
-        elif kcv is not None and not re.fullmatch(r"[0-9A-Fa-f]{6,10}", kcv):
-            errors.append(f"{vwhere}: kcv must be 6 to 10 hex digits")
+        elif kcv is not None and not re.fullmatch(r"[0-9A-Fa-f]{6}", kcv):
+            errors.append(f"{vwhere}: kcv must be exactly 6 hex digits (a 3-byte KCV), got {len(kcv)} characters")
         standby = vraw.get("standby", False)
         if not isinstance(standby, bool):
             errors.append(f"{vwhere}: standby must be true or false")

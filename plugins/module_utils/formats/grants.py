@@ -10,7 +10,11 @@ from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import CITY_CODE_RE, check_cities
-from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import load_catalogue
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import (
+    CITY_GRANTABLE_CLASSES,
+    RULES,
+    load_catalogue,
+)
 
 
 def check_city(city: Any, city_code: Any) -> None:
@@ -47,6 +51,16 @@ def parse_grants(raw: Iterable[Any]) -> list[Grant]:
     return grants
 
 
+def check_grantable(city: str, grant: Grant, key_class: str) -> None:
+    """Refuse a grant of a class no city may hold: internal keys never leave the province HSM."""
+    if key_class not in CITY_GRANTABLE_CLASSES:
+        raise DistributionError(
+            f"city {city}: grant {grant.key_type!r} v{grant.version} is a {key_class}-class key, which no city may "
+            f"hold: the province keeps it ({RULES} 第六条); a city is granted only "
+            f"{' or '.join(CITY_GRANTABLE_CLASSES)} keys (第五条, 第七条); remove the grant; nothing was changed"
+        )
+
+
 @dataclass
 class CityTarget:
     city: str
@@ -59,7 +73,8 @@ def parse_targets(
     raw: Iterable[dict[str, Any]], catalogue: Iterable[Mapping[str, Any]] | None = None
 ) -> list[CityTarget]:
     """The targets, checked before anything is reached; with a ``catalogue``, every grant must name one of its types."""
-    known = {e.name for e in load_catalogue(catalogue)} if catalogue is not None else None
+    classes = {e.name: e.key_class for e in load_catalogue(catalogue)} if catalogue is not None else None
+    known = set(classes) if classes is not None else None
     targets = []
     for entry in raw:
         try:
@@ -81,4 +96,7 @@ def parse_targets(
                 f"target {target.city}: grant {unknown[0].key_type!r} v{unknown[0].version} names no key type of the "
                 f"catalogue (its types: {', '.join(sorted(known or ()))}); correct the grant"
             )
+        for grant in target.grants:
+            if classes is not None:
+                check_grantable(target.city, grant, classes[grant.key_type])
     return targets

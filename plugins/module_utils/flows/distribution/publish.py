@@ -34,7 +34,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.
     use_catalogue,
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats import keyblock
-from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import CityTarget
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import CityTarget, check_grantable
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import OpenBao
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import HsmToken
 
@@ -180,6 +180,16 @@ def build_city_blocks(
     return out
 
 
+def refuse_ungrantable(index: dict[tuple[str, int, str], Any], targets: list[CityTarget]) -> None:
+    """Second line of defence, by the class in the province token: refused before any city's block is built."""
+    for target in targets:
+        for grant in target.grants:
+            for holder in (city_holder(target.city_code), "province"):
+                found = index.get((grant.key_type, grant.version, holder))
+                if found is not None:
+                    check_grantable(target.city, grant, found[1])
+
+
 def city_in_step(
     bao: OpenBao, city: str, envelope: dict[str, Any], blocks: dict[str, tuple[str, dict[str, Any]]]
 ) -> bool:
@@ -236,6 +246,7 @@ def publish_for_cities(
             use_catalogue(hsm, catalogue)
             ops = HsmKeyOps(hsm)
             index = province_key_index(hsm)
+            refuse_ungrantable(index, ready)
             for target in ready:
                 envelope = envelopes[target.city]
                 blocks = build_city_blocks(

@@ -275,3 +275,13 @@ def test_unreachable_backend(name: str, tmp_path: Path) -> None:
     """Valid input, nothing listening: the message names what could not be reached."""
     msg = assert_clean_failure(name, run_module(name, base_args(name, tmp_path)))
     assert any(word in msg for word in ("127.0.0.1:1", NO_LIBRARY, "pcscd")), f"{name}: {msg}"
+
+
+# ------------------------------------------------------------ a grant of an internal key, refused before any connection
+@pytest.mark.parametrize("name", ["keyblock_publish", "distribution_plan", "keyblock_status"])
+@pytest.mark.parametrize("key_type", ["sam_issuer", "backup_kek", "blacklist_mac"])
+def test_an_internal_key_granted_to_a_city_is_refused(name: str, key_type: str, tmp_path: Path) -> None:
+    args = base_args(name, tmp_path)
+    args["targets"][1]["grants"].append({"key_type": key_type, "version": 1})
+    msg = assert_clean_failure(name, run_module(name, args), "shenzhen", key_type, "internal", "第六条")
+    assert "connect" not in msg.lower() and "127.0.0.1" not in msg, msg

@@ -9,9 +9,10 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.publish import (
     assign_ids_as_so,
     granted_type_code,
+    refuse_ungrantable,
     stale_ids,
 )
-from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import CityTarget
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import CityTarget, Grant
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import hsm_session
 from pkcs11 import Attribute
 
@@ -47,3 +48,15 @@ def test_old_kek_and_public_key_copies_get_their_ids_in_place_as_so() -> None:
             assert stale_ids(hsm, TARGET) == []
             found = {(o.object_class.name, bytes(o[Attribute.ID]).hex()) for o in hsm.list_keys()}
         assert found == {("SECRET_KEY", "03f10201440100"), ("PUBLIC_KEY", "03f20101440100")}
+
+
+def test_an_internal_key_in_the_province_token_is_refused_before_any_block() -> None:
+    """Second line of defence, by the class the province token gives the key (the catalogue may not be passed)."""
+    index = {("load", 1, "city-440100"): (object(), "recharge"), ("sam_issuer", 1, "province"): (object(), "internal")}
+    fine = CityTarget("guangzhou", "440100", [Grant("load", 1)])
+    bad = CityTarget("shenzhen", "440300", [Grant("load", 1), Grant("sam_issuer", 1)])
+    refuse_ungrantable(index, [fine])
+    with pytest.raises(DistributionError) as err:
+        refuse_ungrantable(index, [fine, bad])
+    for word in ("shenzhen", "'sam_issuer'", "internal-class", "第六条"):
+        assert word in str(err.value)
