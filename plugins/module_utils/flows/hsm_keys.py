@@ -14,6 +14,7 @@ from typing import Any
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import today
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import ComponentError, HsmError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import CITY_CODE_RE
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.algorithms import KCV_LENGTH, check_kcv
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import (
     KeyTypeEntry,
     KeyVersion,
@@ -119,11 +120,8 @@ def _create(  # noqa: PLR0917
             kcv = tok.kcv(probe, method)
         finally:
             tok.destroy(probe)
-        if expected is not None and kcv[: len(expected)] != expected:
-            raise HsmError(
-                f"{label}: the unwrapped key's KCV {kcv.hex().upper()} differs from the expected "
-                f"{expected.hex().upper()}; nothing was stored"
-            )
+        if expected is not None:
+            check_kcv(f"{label}: the unwrapped key (nothing was stored)", kcv, expected)
         if check_mode:
             return None, "unwrapped", kcv
         return unwrap(label, key_id, policy), "unwrapped", kcv
@@ -146,8 +144,10 @@ def ensure_key(p: Mapping[str, Any], *, check_mode: bool) -> dict[str, Any]:  # 
     label = entry.label(ver.version, p["holder"])
     key_id = entry.id(ver.version, p["holder"])
     method = entry.kcv_method if entry.algorithm.startswith("AES") else "ecb"
-    expected_txt = p["expected_kcv"] or ver.kcv
-    expected = bytes(_hex(expected_txt, "expected_kcv")) if expected_txt else None
+    expected_txt = p["expected_kcv"] if p["expected_kcv"] is not None else ver.kcv
+    expected = bytes(_hex(expected_txt, "expected_kcv")) if expected_txt is not None else None
+    if expected is not None and len(expected) != KCV_LENGTH:  # refused before the HSM is opened
+        raise HsmError(f"{label}: expected_kcv must be exactly {KCV_LENGTH} bytes ({2 * KCV_LENGTH} hex digits)")
     result: dict[str, Any] = {
         "changed": False,
         "label": label,
@@ -188,10 +188,9 @@ def ensure_key(p: Mapping[str, Any], *, check_mode: bool) -> dict[str, Any]:  # 
             return result
         if key is not None:
             kcv = tok.kcv(key, method)
-            if expected is not None and kcv[: len(expected)] != expected:
-                raise HsmError(
-                    f"{label} exists with KCV {kcv.hex().upper()}, but {expected.hex().upper()} is expected; "
-                    "refusing to replace it (remove it with state=absent if it is really wrong)"
+            if expected is not None:
+                check_kcv(
+                    f"{label} exists; refusing to replace it (state=absent removes it if it is wrong)", kcv, expected
                 )
             result["kcv"] = kcv.hex().upper()
             before[label] = after[label] = result["kcv"]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hmac
 import re
 from dataclasses import dataclass
 
@@ -59,3 +60,20 @@ def pboc_derivation_data(d: bytes) -> bytes:
     """``D || ~D``: encrypting it under MK in ECB gives ``DK = 3DES(MK, D) || 3DES(MK, ~D)``."""
     d = diversification_data(d) if len(d) != 8 else bytes(d)
     return d + bytes(b ^ 0xFF for b in d)
+
+
+KCV_LENGTH = 3  # bytes (6 hex digits): the catalogue's, the key blocks' and docs/hsm.md's KCV
+
+
+def check_kcv(what: str, computed: bytes, expected: bytes | None, length: int = KCV_LENGTH) -> None:
+    """Exact comparison of a KCV computed in the HSM with the expected one (constant time).
+
+    A missing, empty or short expected KCV is refused: a prefix comparison would let it pass any key.
+    """
+    if expected is None or len(expected) != length:
+        got = "none" if expected is None else f"{len(expected)} bytes"
+        raise HsmError(f"{what}: the expected KCV must be exactly {length} bytes ({2 * length} hex digits), got {got}")
+    if len(computed) != length or not hmac.compare_digest(bytes(computed), bytes(expected)):
+        raise HsmError(
+            f"{what}: the KCV {bytes(computed).hex().upper()} differs from the expected {bytes(expected).hex().upper()}"
+        )

@@ -32,6 +32,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.algorithms import (
     ALGORITHMS,
     AlgorithmSpec,
+    check_kcv,
     diversification_data,
     pboc_derivation_data,
 )
@@ -558,12 +559,11 @@ class HsmToken:
                 want = component_kcvs[i - 1]
                 if want is None:
                     raise HsmError(f"{label}: component {i} has no KCV; every custodian must give one")
-                if got[: len(want)] != bytes(want):
-                    raise HsmError(
-                        f"{label}: component {i} of {len(components)} does not match its KCV "
-                        f"(expected {bytes(want).hex().upper()}, computed {got[: len(want)].hex().upper()}); "
-                        "nothing was stored"
-                    )
+                check_kcv(
+                    f"{label}: component {i} of {len(components)} does not match its KCV (nothing stored)",
+                    got,
+                    bytes(want),
+                )
             for mech in (Mechanism.AES_KEY_GEN, Mechanism.AES_CBC, Mechanism.AES_ECB, Mechanism.AES_KEY_WRAP):
                 self.require_mechanism(mech, f"combining the components of {label}")
             kt = KeyType.DES2 if spec.family == "des3" else KeyType.AES
@@ -605,11 +605,8 @@ class HsmToken:
                     kcv = self.kcv(probe, kcv_method)
                 finally:
                     probe.destroy()
-                if expected_kcv is not None and kcv[: len(expected_kcv)] != bytes(expected_kcv):
-                    raise HsmError(
-                        f"{label}: the combined key's KCV {kcv.hex().upper()} differs from the expected "
-                        f"{bytes(expected_kcv).hex().upper()}; nothing was stored"
-                    )
+                if expected_kcv is not None:
+                    check_kcv(f"{label}: the combined key (nothing was stored)", kcv, bytes(expected_kcv))
                 if check_mode:
                     return None, kcv
                 tpl = policy.template(fixed=False) | self._id_label(label, id)

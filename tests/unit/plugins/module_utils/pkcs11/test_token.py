@@ -139,7 +139,7 @@ def test_wrong_component_kcv_leaves_token_unchanged(tok):
     kcvs = [kcv_des3(bytes(c)) for c in comps]
     kcvs[1] = b"\x00\x00\x01"
     before = _count(tok)
-    with pytest.raises(HsmError, match="component 2 of 3 does not match its KCV") as err:
+    with pytest.raises(HsmError, match=r"component 2 of 3 does not match its KCV .*differs from the expected") as err:
         tok.import_components(
             "3DES-2KEY", comps, kcvs, expected_kcv=None, label="consumption.tac.v05.province", id=None, policy=VALID
         )
@@ -251,3 +251,58 @@ def test_ensure_id_sets_the_scheme_s_id_in_place_and_refuses_an_unmodifiable_obj
         tok.ensure_id(frozen, key_id("internal", 0xF1, 8, "city-440100"), check_mode=True)
     for obj in (key, frozen):
         tok.destroy(obj)
+
+
+def _bad_expected_kcvs(right: bytes) -> list[tuple[str, bytes, str]]:
+    """Expected KCVs a prefix comparison let through (empty, 1, 2 bytes of the right one), padded or wrong ones."""
+    return [
+        ("empty", b"", "exactly 3 bytes"),
+        ("1 byte", right[:1], "exactly 3 bytes"),
+        ("2 bytes", right[:2], "exactly 3 bytes"),
+        ("right prefix, padded", right + b"\x00", "exactly 3 bytes"),
+        ("wrong", bytes(b ^ 0xFF for b in right), "differs from the expected"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_combined_and_component_kcvs_are_compared_exactly(tok, case):
+    comps = [bytearray.fromhex(c) for c in TEST_COMPONENTS["tac"]]
+    clear = bytes(comps[0])
+    for c in comps[1:]:
+        clear = bytes(a ^ b for a, b in zip(clear, c, strict=True))
+    kcvs = [kcv_des3(bytes(c)) for c in comps]
+    name, bad, message = _bad_expected_kcvs(kcv_des3(clear))[case]
+    before = _count(tok)
+    with pytest.raises(HsmError, match=message):
+        tok.import_components(
+            "3DES-2KEY",
+            [bytearray(c) for c in comps],
+            kcvs,
+            expected_kcv=bad,
+            label="consumption.tac.v07.province",
+            id=None,
+            policy=VALID,
+        )
+    name, bad, message = _bad_expected_kcvs(kcvs[0])[case]
+    with pytest.raises(HsmError, match=rf"component 1 of 3 .*{message}"):
+        tok.import_components(
+            "3DES-2KEY",
+            [bytearray(c) for c in comps],
+            [bad, *kcvs[1:]],
+            expected_kcv=kcv_des3(clear),
+            label="consumption.tac.v07.province",
+            id=None,
+            policy=VALID,
+        )
+    assert _count(tok) == before, name
+    key, kcv = tok.import_components(
+        "3DES-2KEY",
+        comps,
+        kcvs,
+        expected_kcv=kcv_des3(clear),
+        label="consumption.tac.v07.province",
+        id=None,
+        policy=VALID,
+        check_mode=True,
+    )
+    assert key is None and kcv == kcv_des3(clear)
