@@ -18,6 +18,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import
     key_id,
     key_label,
     reserved_key_id,
+    version_name,
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.blocks import fetch_blocks
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import (
@@ -121,6 +122,12 @@ def verify_blocks(
         except keyblock.KeyBlockError as exc:
             raise DistributionError(f"city {city}, block {name}: {exc}") from None
         header = parsed.header
+        if version_name(header.key_type, header.version) != name:  # the MAC covers the header, not the OpenBao path
+            raise DistributionError(
+                f"city {city}: the block at blocks/{name} is {header.key_class}.{header.key_type} v{header.version} "
+                f"(city {header.city}) by its MAC-verified header, not the key its path names: moved or swapped in "
+                "OpenBao; nothing installed, nothing retired; tell the province"
+            )
         if header.kek_kcv != kek_info["kcv"]:
             raise DistributionError(f"city {city}, block {name}: made under another KEK; nothing installed")
         label = key_label(header.key_class, header.key_type, header.version, city_holder(city_code))

@@ -11,6 +11,7 @@ import datetime as dt
 
 import pytest
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution import install
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.install import (
     assign_ids,
     install_verified,
@@ -122,3 +123,80 @@ def test_a_block_without_type_code_installs_nothing_but_check_mode_reports_the_i
     verified = verify_blocks(hsm, kek=kek, kek_info=info, city="g", city_code=CODE, blocks=old, check_mode=True)
     assert f"recharge.load.v01.city-{CODE}" in assign_ids(hsm, CODE, info, verified, check_mode=True)
     assert ids(hsm)[("SECRET_KEY", f"recharge.load.v01.city-{CODE}")] == ""
+
+
+# ------------------------------------------------- a block is bound to its OpenBao path by its MAC-verified header
+MAINT = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+
+
+def genuine(kek_kcv: str, key_type: str, version: int, key: bytes, type_code: int) -> str:
+    """A block exactly as the province makes one (good MAC, this city, this KEK)."""
+    header = kb.KeyBlockHeader(
+        key_type=key_type,
+        type_code=type_code,
+        key_class="recharge",
+        version=version,
+        algorithm="3DES-2KEY",
+        kcv=kcv_des3(key).hex().upper(),
+        city=CODE,
+        not_before=(TODAY - dt.timedelta(days=1)).isoformat(),
+        not_after=(TODAY + dt.timedelta(days=30)).isoformat(),
+        issuer="TEST",
+        kek_version=1,
+        kek_kcv=kek_kcv,
+    )
+    return kb.build(FakeHsm(), KEK, key, header)
+
+
+def objects(hsm) -> set[tuple[str, str, str]]:
+    """Every object of the token, read with python-pkcs11 itself (not the project's listing)."""
+    return {
+        (str(o[Attribute.CLASS]), str(o[Attribute.LABEL]), bytes(o[Attribute.ID] or b"").hex())
+        for o in hsm.session.get_objects()
+    }
+
+
+@pytest.fixture
+def installed(city, monkeypatch):
+    """load.v01 and maintenance.v01 installed by a real pass; OpenBao is whatever dict the test puts in ``store``."""
+    hsm, kek, info = city
+    store: dict[str, str] = {}
+    monkeypatch.setattr(install, "install_kek", lambda *_a: (False, info, kek))
+    monkeypatch.setattr(install, "fetch_blocks", lambda _bao, _city: dict(store))
+    monkeypatch.setattr(install, "report_status", lambda *_a: False)
+    good = {
+        "load.v01": genuine(info["kcv"], "load", 1, KEY, 0x21),
+        "maintenance.v01": genuine(info["kcv"], "maintenance", 1, MAINT, 0x22),
+    }
+    store.update(good)
+    result = install.install_for_city(None, hsm, "guangzhou", CODE, check_mode=False)
+    assert sorted(result["installed"]) == [f"recharge.load.v01.city-{CODE}", f"recharge.maintenance.v01.city-{CODE}"]
+    return hsm, store, good
+
+
+@pytest.mark.parametrize(
+    "swap",
+    [
+        pytest.param(lambda g: {"load.v01": g["maintenance.v01"], "maintenance.v01": g["load.v01"]}, id="swapped"),
+        pytest.param(lambda g: {"load.v01": g["maintenance.v01"]}, id="other-type-in-place-of-one-to-retire"),
+        pytest.param(
+            lambda g: {"load.v02": g["load.v01"], "maintenance.v01": g["maintenance.v01"]}, id="other-version"
+        ),
+        pytest.param(lambda g: {"load": g["load.v01"], "maintenance.v01": g["maintenance.v01"]}, id="no-version-name"),
+    ],
+)
+def test_a_genuine_block_at_another_key_s_path_is_refused_and_nothing_changes(installed, swap) -> None:
+    hsm, store, good = installed
+    before = objects(hsm)
+    assert {label for _c, label, _i in before} >= {
+        f"recharge.load.v01.city-{CODE}",
+        f"recharge.maintenance.v01.city-{CODE}",
+    }
+    store.clear()
+    store.update(swap(good))
+    for check_mode in (True, False):
+        with pytest.raises(DistributionError) as err:
+            install.install_for_city(None, hsm, "guangzhou", CODE, check_mode=check_mode)
+        msg = str(err.value)
+        assert "blocks/" in msg and "MAC-verified header" in msg and "nothing installed, nothing retired" in msg, msg
+        assert objects(hsm) == before
