@@ -17,6 +17,7 @@ readable text summary (``enforcement-<time>.json|.txt``, and ``latest.json|.txt`
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 REPORT_FORMAT = 1
@@ -154,6 +155,24 @@ def rotation_lines(rot: dict[str, Any]) -> list[str]:
     return ["", *lines] if lines else []
 
 
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """One line of text a terminal shows as written: every control, format, separator or unassigned character
+    (Unicode C*, Zl, Zp: newlines, ESC, NUL, U+2028, U+202E ...) becomes a visible escape, so free text from the
+    inventory or a node (reasons, notes, names) can neither start a line of its own nor drive the terminal.
+    Chinese text and ordinary punctuation are kept as they are."""
+    out = []
+    for ch in text:
+        if unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp"):
+            code = ord(ch)
+            out.append(_NAMED_ESCAPES.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def summary_text(report: dict[str, Any]) -> str:
     """A summary a key officer can read: what was asked, then every part and its outcome."""
     lines = [
@@ -194,7 +213,8 @@ def summary_text(report: dict[str, Any]) -> str:
         lines.append(f"  {entry['kind']:<9} {entry['name']:<28} {state:<11} {extra}{what}")
         if entry.get("destroyed"):
             lines.append(f"            destroyed: {', '.join(d['label'] for d in entry['destroyed'])}")
-    return "\n".join(lines) + "\n"
+    # every line is escaped as a whole: the report's own lines hold no control character, free text may
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def _combine(host: str, parts: list[tuple[str, dict[str, Any] | None]], what: str) -> dict[str, Any]:

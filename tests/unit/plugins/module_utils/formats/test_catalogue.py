@@ -113,3 +113,11 @@ def test_every_error_is_reported_at_once():
     with pytest.raises(CatalogueError) as err:
         load_catalogue(cat)
     assert len(err.value.errors) == 2
+
+
+@pytest.mark.parametrize("kcv", ["", "AB", "ABCD", "ABCDEF00", "ABCDEF0", "ABCDEG"])
+def test_a_declared_kcv_is_exactly_6_hex_digits(kcv):
+    ver = {"version": 1, "not_before": "2025-01-01", "not_after": "2030-01-01", "kcv": kcv}
+    with pytest.raises(CatalogueError, match="kcv must be exactly 6 hex digits"):
+        load_catalogue(_with(name="purchase", versions=[ver]))
+    load_catalogue(_with(name="purchase", versions=[dict(ver, kcv="abcdef")]))

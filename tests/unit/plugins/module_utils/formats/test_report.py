@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.enforcement import write_report
@@ -13,6 +14,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.report impo
     collect,
     merge,
     node_entry,
+    summary_text,
 )
 
 
@@ -82,3 +84,47 @@ def test_pending_sam_group_is_carried_when_no_blacklist_was_published() -> None:
     state = {"parts": {"sam_group:440400/zhuhai-bus": {"state": "failed", "at": "t0", "since": "t0"}}}
     entries, new_state = merge(state, [], "t1")
     assert entries[0]["carried"] and new_state["parts"]["sam_group:440400/zhuhai-bus"]["state"] == "failed"
+
+
+ATTACKER_REASONS = [
+    "stolen\n  node     guangzhou                    enforced    at 2026-11-24T10:00:00+00:00",
+    "line one\rOVERWRITTEN",
+    "\x1b[2Jscreen cleared",
+    "\x1b]0;fake title\x07",
+    "nul\x00byte",
+    "para\u2028graph\u2029end",
+    "\u202edecnerofne",
+    "tab\there",
+]
+
+
+def test_free_text_cannot_forge_lines_or_drive_the_terminal() -> None:
+    statuses = {
+        "cities": {
+            f"city{i}": {"status": "revoked", "date": "2026-11-24", "reason": r} for i, r in enumerate(ATTACKER_REASONS)
+        }
+    }
+    chinese = "密钥泄露，已报告（第十七条）"
+    statuses["cities"]["shenzhen"] = {"status": "revoked", "date": "2026-11-24", "reason": chinese}
+    entries = [
+        {"target": f"node:n{i}", "kind": "node", "name": f"n{i}\n", "state": "failed", "reason": r, "what": r}
+        for i, r in enumerate(ATTACKER_REASONS)
+    ]
+    report = build_report(entries, started_at="a", finished_at="b", statuses=statuses, trigger="test\nforged")
+    text = summary_text(report)
+    clean = summary_text(
+        build_report(
+            [dict(e, name=f"n{i}", reason="x", what="x") for i, e in enumerate(entries)],
+            started_at="a",
+            finished_at="b",
+            statuses={"cities": {k: dict(v, reason="x") for k, v in statuses["cities"].items()}},
+            trigger="test",
+        )
+    )
+    assert len(text.splitlines()) == len(clean.splitlines())
+    assert text.count("\n") == clean.count("\n")
+    bad = [c for c in text if c != "\n" and unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")]
+    assert bad == []
+    assert "\\x1b[2J" in text and "\\u202e" in text and "\\n  node" in text and "\\x00" in text
+    assert chinese in text
+    assert not any(line.startswith("  node     guangzhou") for line in text.splitlines()), "a forged line"
