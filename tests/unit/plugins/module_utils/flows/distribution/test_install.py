@@ -56,20 +56,7 @@ def city():
 
 
 def block(kek_kcv: str, type_code: int | None) -> str:
-    header = kb.KeyBlockHeader(
-        key_type="load",
-        type_code=type_code,
-        key_class="recharge",
-        version=1,
-        algorithm="3DES-2KEY",
-        kcv=kcv_des3(KEY).hex().upper(),
-        city=CODE,
-        not_before=(TODAY - dt.timedelta(days=1)).isoformat(),
-        not_after=(TODAY + dt.timedelta(days=30)).isoformat(),
-        issuer="TEST",
-        kek_version=1,
-        kek_kcv=kek_kcv,
-    )
+    header = header_for(kek_kcv, "load", 1, KEY, type_code)
     if type_code is not None:
         return kb.build(FakeHsm(), KEK, KEY, header)
     # as the province made blocks before they carried TY (nine optional blocks)
@@ -129,9 +116,8 @@ def test_a_block_without_type_code_installs_nothing_but_check_mode_reports_the_i
 MAINT = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 
 
-def genuine(kek_kcv: str, key_type: str, version: int, key: bytes, type_code: int) -> str:
-    """A block exactly as the province makes one (good MAC, this city, this KEK)."""
-    header = kb.KeyBlockHeader(
+def header_for(kek_kcv: str, key_type: str, version: int, key: bytes, type_code: int | None) -> kb.KeyBlockHeader:
+    return kb.KeyBlockHeader(
         key_type=key_type,
         type_code=type_code,
         key_class="recharge",
@@ -145,6 +131,11 @@ def genuine(kek_kcv: str, key_type: str, version: int, key: bytes, type_code: in
         kek_version=1,
         kek_kcv=kek_kcv,
     )
+
+
+def genuine(kek_kcv: str, key_type: str, version: int, key: bytes, type_code: int) -> str:
+    """A block exactly as the province makes one (good MAC, this city, this KEK)."""
+    header = header_for(kek_kcv, key_type, version, key, type_code)
     return kb.build(FakeHsm(), KEK, key, header)
 
 
