@@ -11,6 +11,10 @@ Rules enforced (粤交〔2019〕11号):
 * 第四条/第九条: consumption keys are applied for from the Ministry (origin ``ministry``); recharge keys are issued
   by the province (origin ``province``).
 * Each (type, version) appears once; algorithms are from a closed list; a validity period ends after it starts.
+* The key hierarchy (docs/key_hierarchy.md): per key type, the level each holder receives (province HSM, city HSM,
+  PSAM) and the diversification path from the master to the card key. A PSAM gets the Ministry-level consumption
+  key (第二条(二), 第十一条) and diversifies by issuer, then card; a city HSM the issuer-level key of its own cards
+  (第十二条); TAC keys stay in HSMs (第十三条); recharge keys never reach a PSAM (第二条(四)).
 
 The catalogue is plain data (a list of mappings in ``group_vars``), so modules, action code and tests share
 :func:`load_catalogue`.
@@ -57,6 +61,58 @@ SOURCES = {"ministry": ("components", "wrapped"), "province": ("generate",)}
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}\Z")
 
 
+#: levels of a diversified key: the master (the Ministry's, or the province's for recharge keys), the issuer-level
+#: key ``PBOC(master, issuer factor)``, and the card key ``PBOC(issuer key, card application serial)``
+LEVELS = ("master", "issuer")
+
+
+#: the holders the hierarchy names, and what "none" means: that holder never receives the key type
+HIERARCHY_HOLDERS = ("province_hsm", "city_hsm", "psam")
+
+
+#: how a city code becomes its issuer diversification factor. ``city_code``: the 6-digit code right-aligned in
+#: 8 bytes (``440100`` -> ``0000000000440100``), the factor distribution has always derived city keys with. A project
+#: choice (docs/key_hierarchy.md): JT/T 978 cards carry an 8-byte issuer identifier, which the Ministry assigns.
+ISSUER_FACTORS = ("city_code",)
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """Which level of one key type each holder receives, and the diversification path from master to card key."""
+
+    path: tuple[str, ...] = ("issuer", "card")  # () for a key that is used as it is (not diversified)
+    province_hsm: str = "master"
+    city_hsm: str = "issuer"  # 'issuer', 'master' (a province-wide key), or 'none'
+    psam: str = "none"  # 'master' (two-level MAC1), 'issuer' (closed scheme, single-level MAC1), or 'none'
+    issuer_factor: str = "city_code"
+
+    @property
+    def mac1_form(self) -> str | None:
+        """The PSAM's MAC1 command form: ``two-level`` (80 70 00 00 24) for the Ministry-level key, ``single-level``
+        (80 70 00 00 1C) for a closed scheme's issuer key (or a master diversified by card only), None for a key no
+        PSAM holds."""
+        if self.psam == "master" and self.path == ("issuer", "card"):
+            return "two-level"
+        return "single-level" if self.psam in LEVELS else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": ["master", *self.path],
+            "province_hsm": self.province_hsm,
+            "city_hsm": self.city_hsm,
+            "psam": self.psam,
+            "issuer_factor": self.issuer_factor,
+            "mac1_form": self.mac1_form,
+        }
+
+
+def issuer_factor(city_code: str, convention: str = "city_code") -> bytes:
+    """The 8-byte issuer diversification factor of a city (the first level below the master)."""
+    if convention != "city_code" or not re.fullmatch(r"[0-9]{6}", str(city_code)):
+        raise CatalogueError([f"no issuer factor for city {city_code!r} under convention {convention!r}"])
+    return bytes.fromhex(str(city_code).rjust(16, "0"))
+
+
 @dataclass(frozen=True)
 class KeyVersion:
     version: int
@@ -85,6 +141,7 @@ class KeyTypeEntry:
     wrapped_by: str | None = None  # label of the transport KEK for source 'wrapped'
     tests_only: bool = False
     description: str = ""
+    hierarchy: Hierarchy = field(default_factory=Hierarchy)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def label(self, version: int, holder: str = "province") -> str:
@@ -106,6 +163,15 @@ class KeyTypeEntry:
     @property
     def city_grantable(self) -> bool:
         return self.key_class in CITY_GRANTABLE_CLASSES
+
+    def psam_holder(self, city_code: str) -> str:
+        """The label holder of the key a PSAM of ``city_code`` receives: the Ministry-level key (``province``) or, in
+        a closed scheme, the city's issuer-level key (``city-<code>``)."""
+        if self.hierarchy.psam == "master":
+            return "province"
+        if self.hierarchy.psam == "issuer":
+            return f"city-{city_code}"
+        raise CatalogueError([f"key type {self.name!r}: the key hierarchy gives no level of it to a PSAM"])
 
 
 @dataclass(frozen=True)
@@ -243,6 +309,7 @@ def _entry(raw: Mapping[str, Any], idx: int, errors: list[str]) -> KeyTypeEntry 
         errors.append(f"{where}: kcv_method must be 'ecb' or 'cmac'")
     if kcv_method == "cmac" and str(algorithm).startswith("3DES"):
         errors.append(f"{where}: 3DES KCVs are ECB over zeros; kcv_method 'cmac' is for AES keys")
+    hierarchy = _hierarchy(raw.get("hierarchy"), where, errors, str(name), key_class, scope, holders)
     versions: list[KeyVersion] = []
     raw_versions = raw.get("versions") or []
     if not raw_versions:
@@ -290,7 +357,96 @@ def _entry(raw: Mapping[str, Any], idx: int, errors: list[str]) -> KeyTypeEntry 
         wrapped_by=wrapped_by,
         tests_only=bool(raw.get("tests_only", False)),
         description=str(raw.get("description", "")),
+        hierarchy=hierarchy or Hierarchy(),
     )
+
+
+def _default_hierarchy(scope: Any, holders: tuple[str, ...], key_class: Any) -> dict[str, Any]:
+    """The hierarchy a key type has when the catalogue does not spell it out: a city-scoped key is diversified by
+    issuer then card, the city receives the issuer level, a PSAM (if a holder) the master; a province-scoped key is
+    used as it is, by the province and, if grantable, by every city."""
+    if scope == "city":
+        return {
+            "path": ["issuer", "card"],
+            "city_hsm": "issuer",
+            "psam": "master" if "sam" in holders and key_class == "consumption" else "none",
+        }
+    sam = "sam" in holders and key_class == "consumption"
+    return {
+        "path": ["card"] if sam else [],
+        "city_hsm": "master" if key_class in CITY_GRANTABLE_CLASSES else "none",
+        "psam": "master" if sam else "none",
+    }
+
+
+def _hierarchy(  # noqa: PLR0917 - the fields the hierarchy is checked against
+    raw: Any, where: str, errors: list[str], name: str, key_class: Any, scope: Any, holders: tuple[str, ...]
+) -> Hierarchy | None:
+    n0 = len(errors)
+    base = _default_hierarchy(scope, holders, key_class)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        errors.append(f"{where}: hierarchy must be a mapping of path, province_hsm, city_hsm, psam, issuer_factor")
+        return None
+    unknown = sorted(set(raw) - {"path", *HIERARCHY_HOLDERS, "issuer_factor"})
+    if unknown:
+        errors.append(f"{where}: hierarchy: unknown field(s) {', '.join(map(str, unknown))}")
+    d = base | dict(raw)
+    path = d.get("path") or []
+    if path not in ([], ["issuer", "card"], ["card"]):
+        errors.append(f"{where}: hierarchy path must be [issuer, card] (master -> issuer -> card), [card] or []")
+        path = []
+    levels = {h: d.get(h, "master" if h == "province_hsm" else "none") for h in HIERARCHY_HOLDERS}
+    for holder, level in levels.items():
+        if level not in (*LEVELS, "none"):
+            errors.append(f"{where}: hierarchy {holder} must be one of {', '.join((*LEVELS, 'none'))}")
+    if levels["province_hsm"] != "master":
+        errors.append(f"{where}: the province HSM holds the master of every key type ({RULES} 第六条)")
+    if levels["city_hsm"] == "issuer" and path != ["issuer", "card"]:
+        errors.append(f"{where}: a city HSM receives an issuer-level key only of a type diversified by issuer")
+    if levels["city_hsm"] == "master" and scope == "city":
+        errors.append(
+            f"{where}: a city HSM receives the issuer-level key of its own cards, never the master ({RULES} 第十二条)"
+        )
+    psam = levels["psam"]
+    errors.extend(_psam_level_errors(where, name, key_class, holders, psam, path))
+    factor = d.get("issuer_factor", "city_code")
+    if factor not in ISSUER_FACTORS:
+        errors.append(f"{where}: hierarchy issuer_factor must be one of {', '.join(ISSUER_FACTORS)}")
+    if len(errors) > n0:
+        return None
+    return Hierarchy(
+        path=tuple(path),
+        province_hsm=str(levels["province_hsm"]),
+        city_hsm=str(levels["city_hsm"]),
+        psam=str(psam),
+        issuer_factor=str(factor),
+    )
+
+
+def _psam_level_errors(  # noqa: PLR0917 - the fields the PSAM's level is checked against
+    where: str, name: str, key_class: Any, holders: tuple[str, ...], psam: str, path: list[str]
+) -> list[str]:
+    errors: list[str] = []
+    if psam != "none":
+        if key_class != "consumption" or "sam" not in holders:
+            errors.append(
+                f"{where}: hierarchy gives a PSAM a level of {name!r}, but PSAMs hold only consumption keys with 'sam' "
+                f"among their holders ({RULES} 第二条(四))"
+            )
+        if name == "tac":
+            errors.append(
+                f"{where}: TAC keys stay in HSMs and are verified at clearing ({RULES} 第十三条); no PSAM holds one"
+            )
+        if "card" not in path or (psam == "issuer" and path != ["issuer", "card"]):
+            errors.append(
+                f"{where}: a PSAM diversifies its key down to the card: path must be [issuer, card] (or [card] for a "
+                "closed scheme's master), and a PSAM given the issuer level needs the issuer level in the path"
+            )
+    elif "sam" in holders and key_class == "consumption":
+        errors.append(f"{where}: 'sam' is among the holders, so hierarchy psam must name the level a PSAM receives")
+    return errors
 
 
 def load_catalogue(data: Iterable[Mapping[str, Any]] | None) -> Catalogue:
@@ -343,6 +499,7 @@ def catalogue_summary(cat: Catalogue) -> list[dict[str, Any]]:
                 "source": e.source,
                 "kcv_method": e.kcv_method,
                 "tests_only": e.tests_only,
+                "hierarchy": e.hierarchy.as_dict(),
                 "versions": [
                     {
                         "version": v.version,
