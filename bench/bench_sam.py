@@ -9,8 +9,8 @@ bare pyscard replay of the same APDUs.
    working time (first SAM in to last SAM done).
 2. The same SAMs are fed again and a bare pyscard loop (one thread per reader, no HSM, no registry, no Ansible)
    replays, for each SAM, the APDUs the project sent it, byte for byte, then resets it like the project does.
-   The replayed EXTERNAL AUTHENTICATE and WRITE KEY are refused (the challenge differs), which only makes the
-   replay cheaper: the ratio is an upper bound.
+   The replayed EXTERNAL AUTHENTICATE and WRITE KEY are refused (the SAM's challenge differs, so the session keys
+   do), which only makes the replay cheaper: the ratio is an upper bound.
 
 Per-SAM time: the median time from one SAM done to the next in the same reader (a rare vpcd stall, see
 docs/sam-profile.md, would otherwise dominate a few hundred SAMs); throughput over the working time.
@@ -148,6 +148,7 @@ def one_round(client: EmulatorClient, a: argparse.Namespace, slots: list[int], w
         "sam_readers": [a.readers],
         "sam_idle_timeout": 5,
         "sam_trace": True,
+        "sam_trace_channel": True,  # the replay needs the channel's bytes (the lab's bench only, never production)
         "sam_pcscd_socket": a.pcscd_socket,
     }
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")

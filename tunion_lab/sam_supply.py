@@ -24,6 +24,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.sam_crypto i
     ensure_batch_kek,
     export_batch_kek,
     manufacture_master_keys,
+    register_manufacturer,
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import hsm_session
 
@@ -35,17 +36,28 @@ ISSUER_LABEL = key_label("internal", "sam_issuer", 1)
 BATCH_KEK_LABEL = key_label("internal", "sam_transport", 1)
 BATCH_KEK_CODE = 0x33
 PROVINCE_USER = "tunion-province"
+#: the lab's SAM manufacturer (the emulator), as the SO registers its RSA key in the province token
+MANUFACTURER = "lab-emulator"
 
 
 def manufacture_blobs(
-    serials: list[str], manufacturer_der: bytes, *, library: str = SOFTHSM, token_label: str, user_pin: str, so_pin: str
+    serials: list[str],
+    manufacturer_der: bytes,
+    *,
+    library: str = SOFTHSM,
+    token_label: str,
+    user_pin: str,
+    so_pin: str,
+    manufacturer: str = MANUFACTURER,
 ) -> dict[str, Any]:
-    """The province's side of manufacturing: each SAM's master key and the batch KEK, wrapped for the manufacturer."""
+    """The province's side of manufacturing: each SAM's master key and the batch KEK, wrapped for the manufacturer
+    (whose key the SO registers first)."""
     with hsm_session(library, token_label, None, so_pin=so_pin) as so:
         ensure_batch_kek(so, BATCH_KEK_LABEL, key_id("internal", BATCH_KEK_CODE, 1))
-        kek_blob = export_batch_kek(so, BATCH_KEK_LABEL, manufacturer_der)
+        register_manufacturer(so, manufacturer, manufacturer_der)  # the SO vouches for the manufacturer's key
+        kek_blob = export_batch_kek(so, BATCH_KEK_LABEL, manufacturer)
     with hsm_session(library, token_label, user_pin, rw=False) as tok:
-        blobs = manufacture_master_keys(tok, ISSUER_LABEL, manufacturer_der, serials)
+        blobs = manufacture_master_keys(tok, ISSUER_LABEL, manufacturer, serials)
     return {
         "batch_kek": kek_blob.hex(),
         "sams": [{"serial": s, "mk": b.hex()} for s, b in zip(serials, blobs, strict=True)],

@@ -10,9 +10,17 @@ short_description: Load the catalogue's consumption keys into the PSAMs presente
 description:
   - Processes a batch of SAMs in one task, one thread per reader, as a personalisation machine presents them
     (docs/sam-profile.md). For each SAM it reads the serial and key slots, checks the SAM registry, derives the
-    SAM's keys inside the HSM, authenticates (EXTERNAL AUTHENTICATE), loads each missing key with WRITE KEY under
-    secure messaging, then verifies each key functionally - the SAM computes MAC1 for a test card and it must
-    equal the MAC1 the HSM computes from the card key it derives itself.
+    SAM's master key inside the HSM, opens the mutually authenticated loading channel (the SAM proves it holds its
+    master key first; a SAM that cannot is refused, moved out and not retried, and nothing made under a key is
+    sent to it), loads each missing key with WRITE KEY under secure messaging, then verifies each key functionally
+    - the SAM computes MAC1 for test cards of three issuers (its own city, another Guangdong city, an issuer
+    outside Guangdong) and each must equal the MAC1 the HSM computes from the card key it derives itself; the SAM
+    must then accept the HSM's MAC2.
+  - The level of each key a SAM receives comes from the catalogue's key hierarchy (docs/key_hierarchy.md) - the
+    Ministry-level purchase key, with the two-level MAC1 (80 70 00 00 24), or in a closed scheme the city's
+    issuer-level key with the single-level form (80 70 00 00 1C).
+  - Every key used is checked against its validity in the catalogue; an expired SAM issuer key or consumption key
+    is not used.
   - Only verified keys are recorded, in the observed registry (SQLite, O(observed_db)). A SAM that already holds
     and is recorded with the right versions is left untouched. A SAM removed mid-injection is reported failed
     with the keys actually verified; a later run completes it without duplicates.
@@ -101,7 +109,15 @@ options:
     description: Test card data for the functional verification (hex); see DEFAULT_TEST_CARD in module_utils.
     type: dict
   trace:
-    description: Return the APDU trace (cryptograms and MACs only, never key values).
+    description:
+      - Return the APDU trace (never key values). The data of the loading channel (challenges, cryptograms,
+        C-MACs, key cryptograms) is withheld from it unless O(trace_channel) is set.
+    type: bool
+    default: false
+  trace_channel:
+    description:
+      - Debugging only, never in production - also trace the loading channel's data. Authentication pairs and key
+        cryptograms are what an attacker on the station would collect.
     type: bool
     default: false
 attributes:
@@ -137,7 +153,7 @@ sams:
     reader: {description: Reader it was in., type: str}
     status: {description: "loaded, unchanged, would_load, refused or failed.", type: str}
     keys_loaded: {description: Keys written in this run (type.vVV)., type: list}
-    keys_verified: {description: "Keys whose MAC1 matched the HSM's, and were recorded.", type: list}
+    keys_verified: {description: "Keys verified (MAC1 for three issuers' cards, MAC2), and recorded.", type: list}
     keys_to_load: {description: Keys found missing or unverified., type: list}
     error: {description: Why the SAM failed or was refused., type: str}
     apdus: {description: APDUs exchanged with this SAM., type: int}
@@ -160,7 +176,7 @@ reader_errors:
   type: list
   elements: str
 trace:
-  description: APDU trace (only with O(trace)); cryptograms and MACs only.
+  description: APDU trace (only with O(trace)); the loading channel's data withheld unless O(trace_channel).
   returned: when trace is true
   type: list
   elements: str
@@ -199,6 +215,7 @@ OPTIONS: Spec = {
     "advance": {"type": "bool"},
     "test_card": {"type": "dict"},
     "trace": {"type": "bool", "default": False},
+    "trace_channel": {"type": "bool", "default": False},
 }
 
 

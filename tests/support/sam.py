@@ -5,6 +5,7 @@ it, and in-process readers wired straight to them (the emulator's card logic, wi
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import deque
 from typing import Any
@@ -91,8 +92,10 @@ def provision_test_keys(tok: HsmToken, cities: list[str]) -> None:
 class FakeChannel(SamChannel):
     """A SamChannel wired straight to an emulated card (the emulator's card logic, without pcscd or vpcd)."""
 
-    def __init__(self, bank: FakeReaders, reader: str, card: PsamCard, trace: list[str] | None) -> None:
-        super().__init__(reader, None, None, trace)
+    def __init__(
+        self, bank: FakeReaders, reader: str, card: PsamCard, trace: list[str] | None, trace_channel: bool = False
+    ) -> None:
+        super().__init__(reader, None, None, trace, trace_channel)
         self.bank = bank
         self.card = card
 
@@ -130,12 +133,12 @@ class FakeContext:
     def readers(self, patterns: list[str] | None = None) -> list[str]:
         return list(self.bank.hoppers)
 
-    def connect(self, reader: str, trace: list[str] | None = None) -> SamChannel | None:
+    def connect(self, reader: str, trace: list[str] | None = None, trace_channel: bool = False) -> SamChannel | None:
         hopper = self.bank.hoppers[reader]
         if not hopper:
             return None
         hopper[0].power_on()
-        return FakeChannel(self.bank, reader, hopper[0], trace)
+        return FakeChannel(self.bank, reader, hopper[0], trace, trace_channel)
 
     def wait_for_card(self, reader: str, timeout: float) -> None:
         time.sleep(min(timeout, 0.01))
@@ -153,8 +156,14 @@ def make_cards(
     store: StateStore, serials: list[str], *, token_label: str, faults: dict[str, Any] | None = None
 ) -> list[PsamCard]:
     """Manufacture SAMs from a test token into ``store`` (RSA-OAEP path) and return them as cards."""
+    der = store.manufacturer_public_key()
     made = manufacture_blobs(
-        serials, store.manufacturer_public_key(), token_label=token_label, user_pin=USER_PIN, so_pin=SO_PIN
+        serials,
+        der,
+        token_label=token_label,
+        user_pin=USER_PIN,
+        so_pin=SO_PIN,
+        manufacturer="test-" + hashlib.sha256(der).hexdigest()[:12],  # one manufacturer per test store
     )
     cards = []
     for sam in made["sams"]:

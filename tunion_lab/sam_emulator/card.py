@@ -76,12 +76,29 @@ def pboc_diversify(master: bytes, d8: bytes) -> bytes:
     return des3_ecb(master, d8) + des3_ecb(master, bytes(b ^ 0xFF for b in d8))
 
 
-#: the SAM's transport key is diversified from its master key with this constant (docs/sam-profile.md)
-TRANSPORT_DIVERSIFIER = b"TUNIONTK"
+def diversify_down(key: bytes, factors_card_first: bytes) -> bytes:
+    """The card key from a slot key and the factors a command carries, card serial first (as in 80 70 00 00 24 and
+    80 1A): the last factor (the issuer's) is applied first, the card serial last."""
+    for i in range(len(factors_card_first) - 8, -1, -8):
+        key = pboc_diversify(key, factors_card_first[i : i + 8])
+    return key
 
 
-def transport_key_of(master_key: bytes) -> bytes:
-    return pboc_diversify(master_key, TRANSPORT_DIVERSIFIER)
+#: the session-key constants of the loading channel (docs/sam-profile.md): PBOC(SK, constant) per purpose
+SESSION_ENC = b"TU-S-ENC"
+SESSION_MAC = b"TU-S-MAC"
+SESSION_DEK = b"TU-S-DEK"
+
+
+def session_base_data(host: bytes, card: bytes) -> bytes:
+    """The derivation data of the session base key SK = 3DES-ECB(MK, data): each block mixes both challenges, so
+    no block is data the card alone chose."""
+    return host[:4] + card[:4] + host[4:] + card[4:]
+
+
+def mac3(key: bytes, data: bytes, icv: bytes = bytes(8)) -> bytes:
+    """Full 8-byte 3DES CBC-MAC (ISO 9797-1 algorithm 1, padding method 2) from ``icv``: the channel's MACs."""
+    return des3_cbc(key, pad80(data), iv=icv)[-8:]
 
 
 def kcv(key: bytes) -> bytes:
@@ -101,6 +118,7 @@ class Slot:
     algorithm: int
     kcv: bytes
     key: bytes
+    levels: int = 1  # diversifications down to the card key: 2 = Ministry-level master (issuer, card), 1 = issuer
 
 
 @dataclass
@@ -108,19 +126,26 @@ class Faults:
     remove_after: int = 0  # the SAM is pulled out after this many APDUs (0: never)
     bad_mac: bool = False  # MAC1 / 80 FA answers are wrong (a faulty card)
     full: bool = False  # the key file has no free slot
+    #: a rogue card that copies a registered serial: answers INITIALIZE UPDATE with these card challenges (hex, one
+    #: per attempt, the last repeated) and a made-up cryptogram, and records every APDU the station sends
+    rogue_challenges: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> Faults:
         d = d or {}
-        return cls(int(d.get("remove_after", 0)), bool(d.get("bad_mac", False)), bool(d.get("full", False)))
+        return cls(
+            int(d.get("remove_after", 0)),
+            bool(d.get("bad_mac", False)),
+            bool(d.get("full", False)),
+            tuple(str(c) for c in d.get("rogue_challenges") or ()),
+        )
 
 
 @dataclass
 class CardState:
     serial: str  # 20 hex digits (10 bytes)
     terminal: str  # 12 hex digits (6 bytes)
-    master_key: bytes  # EXTERNAL AUTHENTICATE key, diversified from the province's SAM issuer key by serial
-    transport_key: bytes  # the SAM's own diversified transport key: outer cryptogram layer and WRITE KEY MAC
+    master_key: bytes  # MK, diversified from the province's SAM issuer key by serial: only ever a KDF parent
     batch_kek: bytes  # the AES-128 batch transport KEK the SAM was manufactured with: inner cryptogram layer
     capacity: int = 8
     tsn: int = 0  # PSAM transaction serial number (终端交易序号)
@@ -135,19 +160,23 @@ class PsamCard:
         self.persist = persist
         self.faults = faults or Faults()
         self.apdus = 0
+        self.rogue_attempts = 0
+        self.heard: list[bytes] = []  # a rogue card's record of what the station sent
         self.power_on()
 
     def power_on(self) -> None:
-        self.challenge: bytes | None = None
+        self.session: dict[str, bytes] | None = None  # S-ENC, S-MAC, S-DEK, host and card challenges after 80 50
         self.authenticated = False
+        self.icv = bytes(8)  # the C-MAC chain
         self.seq = 0
-        self.session_challenge = b""
         self.des_key: bytes | None = None  # after 80 1A
         self.purchase_session: tuple[bytes, bytes] | None = None  # (SESPK, amount) after 80 70
 
     # ------------------------------------------------------------------ dispatch
     def process(self, apdu: bytes) -> bytes:
         self.apdus += 1
+        if self.faults.rogue_challenges:
+            self.heard.append(bytes(apdu))
         if len(apdu) < 4:
             return SW_WRONG_LENGTH
         cla, ins, p1, p2 = apdu[:4]
@@ -155,7 +184,7 @@ class PsamCard:
         le = apdu[4] if len(apdu) == 5 else None
         handler = self._HANDLERS.get((cla, ins))
         if handler is None:
-            return SW_CLA if cla not in (0x00, 0x80) else SW_INS
+            return SW_CLA if cla not in (0x00, 0x80, 0x84) else SW_INS
         try:
             return handler(self, p1, p2, data, le)
         except (ValueError, IndexError):
@@ -177,24 +206,51 @@ class PsamCard:
             return SW_NOT_FOUND
         return body[p2 : p2 + (le or len(body))] + SW_OK
 
-    def _get_challenge(self, p1: int, p2: int, data: bytes, le: int | None) -> bytes:
-        if le not in (4, 8):
-            return SW_WRONG_LENGTH
-        self.challenge = os.urandom(8)[:le].ljust(8, b"\x00")
-        self.authenticated = False
-        return self.challenge[:le] + SW_OK
-
-    def _external_auth(self, p1: int, p2: int, data: bytes, le: int | None) -> bytes:
-        chal, self.challenge = self.challenge, None
-        if chal is None:
-            return SW_CONDITIONS
+    def _initialize_update(self, p1: int, p2: int, data: bytes, le: int | None) -> bytes:
+        """80 50: the host's challenge in; the card's challenge and the card cryptogram out. The card proves it holds
+        MK first: nothing the host sends later depends on what the card chose until the host has checked this."""
+        self.power_on()
         if len(data) != 8:
             return SW_WRONG_LENGTH
-        if des3_ecb(self.state.master_key, chal) != data:
-            self.authenticated = False
+        if self.faults.rogue_challenges:  # a card that does not hold MK: chosen challenge, made-up cryptogram
+            chosen = self.faults.rogue_challenges[min(self.rogue_attempts, len(self.faults.rogue_challenges) - 1)]
+            self.rogue_attempts += 1
+            return bytes.fromhex(chosen) + bytes(8) + SW_OK
+        host, card = bytes(data), os.urandom(8)
+        sk = des3_ecb(self.state.master_key, session_base_data(host, card))
+        self.session = {
+            "enc": pboc_diversify(sk, SESSION_ENC),
+            "mac": pboc_diversify(sk, SESSION_MAC),
+            "dek": pboc_diversify(sk, SESSION_DEK),
+            "host": host,
+            "card": card,
+        }
+        return card + mac3(self.session["enc"], host + card) + SW_OK
+
+    def _check_cmac(self, header: bytes, body: bytes, mac: bytes) -> bool:
+        """C-MAC over the command, chained from the previous command's MAC (ICV 0 for EXTERNAL AUTHENTICATE)."""
+        assert self.session is not None
+        expect = mac3(self.session["mac"], header + body, self.icv)
+        if mac != expect:
+            self.session, self.authenticated = None, False  # a bad MAC ends the secure session
+            return False
+        self.icv = expect
+        return True
+
+    def _external_auth(self, p1: int, p2: int, data: bytes, le: int | None) -> bytes:
+        """84 82 00 00 10: host cryptogram(8) C-MAC(8). The host proves it holds MK."""
+        if self.session is None:
+            return SW_CONDITIONS
+        if len(data) != 16:
+            return SW_WRONG_LENGTH
+        host_crypto, mac = data[:8], data[8:]
+        if not self._check_cmac(bytes([0x84, 0x82, p1, p2, 0x10]), host_crypto, mac):
+            return SW_BAD_MAC
+        s = self.session
+        if host_crypto != mac3(s["enc"], s["card"] + s["host"]):
+            self.session, self.authenticated = None, False
             return SW_AUTH_FAILED
         self.authenticated = True
-        self.session_challenge = chal
         self.seq = 0
         return SW_OK
 
@@ -209,29 +265,26 @@ class PsamCard:
         return out + SW_OK
 
     def _write_key(self, p1: int, p2: int, data: bytes, le: int | None) -> bytes:  # noqa: PLR0911 - one SW each
-        """80 D4 01 00: usage version alg KCV(3) cryptogram(24) MAC(4), under secure messaging.
+        """84 D4 01 <levels>: usage version alg KCV(3) cryptogram(24) C-MAC(8), under secure messaging.
 
-        cryptogram = 3DES-CBC(TK, AES-KW(batch KEK, key)): the inner RFC 3394 block is the same for every SAM of
-        the batch, the outer layer binds it to this SAM."""
-        if not self.authenticated:
+        cryptogram = 3DES-CBC(S-DEK, IV = 3DES(S-DEK, n), AES-KW(batch KEK, key)) for the n-th WRITE KEY of the
+        session; P2 is the number of diversifications from this key down to a card key (2: the Ministry-level
+        master, diversified by issuer then card; 1: an issuer-level key, by card only)."""
+        if not self.authenticated or self.session is None:
             return SW_SECURITY
-        if p1 != 0x01 or p2 != 0x00:
-            return SW_WRONG_P1P2
-        if len(data) != 6 + 24 + 4:
+        if len(data) != 6 + 24 + 8:
             return SW_WRONG_LENGTH
         header, cryptogram, mac = data[:6], data[6:30], data[30:]
-        usage, version, alg = header[:3]
-        self.seq += 1
-        expect = cbc_mac(
-            self.state.transport_key,
-            self.session_challenge + bytes([self.seq, 0x80, 0xD4, p1, p2]) + header + cryptogram,
-        )
-        if mac != expect:
-            self.authenticated = False  # a bad MAC ends the secure session, as on a real PSAM
+        if not self._check_cmac(bytes([0x84, 0xD4, p1, p2, len(data)]), data[:30], mac):
             return SW_BAD_MAC
+        if p1 != 0x01 or p2 not in (1, 2):
+            return SW_WRONG_P1P2
+        usage, version, alg = header[:3]
         if usage not in CONSUMPTION_USAGES or alg != ALG_3DES:
             return SW_WRONG_DATA  # 第二条(四): a PSAM stores consumption keys only
-        inner = des3_cbc(self.state.transport_key, cryptogram, decrypt=True)
+        self.seq += 1
+        dek = self.session["dek"]
+        inner = des3_cbc(dek, cryptogram, iv=des3_ecb(dek, self.seq.to_bytes(8, "big")), decrypt=True)
         try:
             key = aes_key_unwrap(self.state.batch_kek, inner)
         except InvalidUnwrap:
@@ -242,7 +295,7 @@ class PsamCard:
         capacity = len(self.state.slots) if self.faults.full else self.state.capacity
         if len(slots) >= capacity:
             return SW_FILE_FULL
-        slots.append(Slot(usage, version, alg, header[3:6], key))
+        slots.append(Slot(usage, version, alg, header[3:6], key, p2))
         self.state.slots = slots
         self.persist(self.state)
         return SW_OK
@@ -254,39 +307,49 @@ class PsamCard:
         return None
 
     def _des_init(self, p1: int, p2: int, data: bytes, le: int | None) -> bytes:
-        """80 1A: diversify the key (usage P1, version P2) for a card whose application serial is the data."""
+        """80 1A <usage> <version>: diversify the key for a card. The data carries one factor per level, card serial
+        first (8 bytes: an issuer-level key; 16: card serial then issuer factor, for the Ministry-level master)."""
+        self.des_key = None
         slot = self._slot(p1, p2)
         if slot is None:
-            self.des_key = None
             return SW_KEY_NOT_FOUND
-        if len(data) != 8:
+        if len(data) not in (8, 16, 24) or len(data) % 8:
             return SW_WRONG_LENGTH
-        self.des_key = pboc_diversify(slot.key, data)
+        if len(data) // 8 != slot.levels:
+            return SW_WRONG_DATA  # the data must carry exactly the levels between this key and the card key
+        self.des_key = diversify_down(slot.key, data)
         return SW_OK
 
     def _des_calc(self, p1: int, p2: int, data: bytes, le: int | None) -> bytes:
-        """80 FA 05 00: MAC (3DES CBC-MAC, ISO 9797-1 alg. 1, padding 2) with the key set up by 80 1A."""
+        """80 FA 05 00: MAC with the key set up by 80 1A. The data is the initial value (8) followed by the message,
+        which the caller has already padded (80 00..) to whole blocks: the PSAM adds no padding of its own."""
         if self.des_key is None:
             return SW_CONDITIONS
-        if p1 != 0x05:
+        if p1 != 0x05 or p2 != 0x00:
             return SW_WRONG_P1P2
-        mac = cbc_mac(self.des_key, data)
+        if len(data) < 16 or len(data) % 8:
+            return SW_WRONG_LENGTH
+        mac = des3_cbc(self.des_key, data[8:], iv=data[:8])[-8:][:4]
         return (self._corrupt(mac) if self.faults.bad_mac else mac) + SW_OK
 
     def _init_purchase(self, p1: int, p2: int, data: bytes, le: int | None) -> bytes:
-        """80 70: MAC1. Data: card random(4) card counter(2) amount(4) type(1) date-time(7) key version(1)
-        algorithm(1) card application serial(8). Answer: PSAM transaction serial(4) MAC1(4)."""
-        if len(data) != 28:
+        """80 70 00 00: MAC1. Data: card random(4) card counter(2) amount(4) type(1) date-time(7) key version(1)
+        algorithm(1) card application serial(8), then (Lc 24) the issuer's diversification factor(8). The 36-byte
+        form diversifies the Ministry-level key twice (issuer, then card); the 28-byte form, for closed schemes,
+        diversifies an issuer-level key once. Answer: PSAM transaction serial(4) MAC1(4)."""
+        if len(data) not in (28, 36):
             return SW_WRONG_LENGTH
         rnd, ctr, amount, ttype, when = data[0:4], data[4:6], data[6:10], data[10:11], data[11:18]
-        version, card = data[18], data[20:28]
+        version, factors = data[18], data[20:]
         slot = self._slot(USAGE_PURCHASE, version)
         if slot is None:
             return SW_KEY_NOT_FOUND
+        if len(factors) // 8 != slot.levels:
+            return SW_WRONG_DATA  # the Ministry-level key needs the issuer factor; an issuer key must not get one
         tsn = self.state.tsn.to_bytes(4, "big")
         self.state.tsn = (self.state.tsn + 1) & 0xFFFFFFFF
         self.persist(self.state)
-        dpk = pboc_diversify(slot.key, card)
+        dpk = diversify_down(slot.key, factors)
         sespk = des3_ecb(dpk, rnd + ctr + tsn[2:])
         mac1 = cbc_mac(sespk, amount + ttype + bytes.fromhex(self.state.terminal) + when)
         self.purchase_session = (sespk, amount)
@@ -308,10 +371,10 @@ class PsamCard:
     _HANDLERS: ClassVar[dict[tuple[int, int], Callable[..., bytes]]] = {
         (0x00, 0xA4): _select,
         (0x00, 0xB0): _read_binary,
-        (0x00, 0x84): _get_challenge,
-        (0x00, 0x82): _external_auth,
+        (0x80, 0x50): _initialize_update,
+        (0x84, 0x82): _external_auth,
         (0x80, 0xCA): _key_info,
-        (0x80, 0xD4): _write_key,
+        (0x84, 0xD4): _write_key,
         (0x80, 0x1A): _des_init,
         (0x80, 0xFA): _des_calc,
         (0x80, 0x70): _init_purchase,

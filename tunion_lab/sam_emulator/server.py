@@ -145,7 +145,7 @@ class ReaderSlot(threading.Thread):
             self.card_now = card
             outcome, keep_socket = self._serve(card)
             self.card_now = None
-            self.emu.record(self.index, feed.serial, card.apdus, outcome)
+            self.emu.record(self.index, feed.serial, card.apdus, outcome, card.heard)
             if not keep_socket:
                 self._pull()
             if outcome.startswith("reseated"):
@@ -246,10 +246,14 @@ class Emulator:
             raise ValueError("unknown SAM, and no manufacturing keys were given for it")
         return PsamCard(self.store.load(feed.serial), self.store.save, feed.faults)
 
-    def record(self, reader: int, serial: str, apdus: int, outcome: str) -> None:
+    def record(self, reader: int, serial: str, apdus: int, outcome: str, heard: list[bytes] | None = None) -> None:
+        """One SAM out of a reader; a rogue card's record of what the station sent goes into the history."""
         log.info("reader %d: SAM %s out after %d APDUs (%s)", reader, serial, apdus, outcome)
         with self.lock:
-            self.history.append({"reader": reader, "serial": serial, "apdus": apdus, "outcome": outcome})
+            entry: dict[str, Any] = {"reader": reader, "serial": serial, "apdus": apdus, "outcome": outcome}
+            if heard:
+                entry["heard"] = [a.hex().upper() for a in heard]
+            self.history.append(entry)
 
     # ------------------------------------------------------------------ control operations
     def op_insert(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tunion_lab.sam_emulator.card import CardState, Slot, transport_key_of
+from tunion_lab.sam_emulator.card import CardState, Slot
 
 _SERIAL_RE = re.compile(r"^[0-9A-F]{20}$")
 _TERMINAL_RE = re.compile(r"^[0-9A-F]{12}$")
@@ -93,12 +93,18 @@ class StateStore:
             serial=d["serial"],
             terminal=d["terminal"],
             master_key=self._open(serial, d["master_key"]),
-            transport_key=self._open(serial, d["transport_key"]),
             batch_kek=self._open(serial, d["batch_kek"]),
             capacity=d["capacity"],
             tsn=d["tsn"],
             slots=[
-                Slot(s["usage"], s["version"], s["algorithm"], bytes.fromhex(s["kcv"]), self._open(serial, s["key"]))
+                Slot(
+                    s["usage"],
+                    s["version"],
+                    s["algorithm"],
+                    bytes.fromhex(s["kcv"]),
+                    self._open(serial, s["key"]),
+                    int(s.get("levels", 1)),
+                )
                 for s in d["slots"]
             ],
         )
@@ -131,7 +137,6 @@ class StateStore:
             "serial": st.serial,
             "terminal": st.terminal,
             "master_key": self._seal(st.serial, st.master_key),
-            "transport_key": self._seal(st.serial, st.transport_key),
             "batch_kek": self._seal(st.serial, st.batch_kek),
             "capacity": st.capacity,
             "tsn": st.tsn,
@@ -142,6 +147,7 @@ class StateStore:
                     "algorithm": s.algorithm,
                     "kcv": s.kcv.hex().upper(),
                     "key": self._seal(st.serial, s.key),
+                    "levels": s.levels,
                 }
                 for s in st.slots
             ],
@@ -172,7 +178,7 @@ class StateStore:
     ) -> CardState:
         """A blank SAM as its manufacturer delivers it: serial, terminal number, its master key (diversified by the
         province's HSM from the SAM issuer key and this serial) and the batch transport KEK, both received
-        RSA-OAEP wrapped under the manufacturer's key. The SAM's transport key is diversified from its master key."""
+        RSA-OAEP wrapped under the manufacturer's key."""
         serial = check_serial(serial)
         terminal = (terminal or serial[-12:]).upper()
         if not _TERMINAL_RE.match(terminal):
@@ -185,7 +191,6 @@ class StateStore:
             serial=serial,
             terminal=terminal,
             master_key=mk,
-            transport_key=transport_key_of(mk),
             batch_kek=kek,
             capacity=capacity,
         )

@@ -9,9 +9,11 @@ Policy is enforced before any APDU is sent (粤交〔2019〕11号 第二条(四)
 2. per SAM, the registry refuses a serial that is unknown, not active, or assigned to another city, holder or
    station, right after the SAM's serial is read and before any key APDU.
 
-Per SAM: read its serial and key slots; derive its keys in the HSM; EXTERNAL AUTHENTICATE; WRITE KEY each missing
-key under secure messaging; then verify each key functionally (the SAM's MAC1 for a test card equals the HSM's).
-Only verified keys are recorded as loaded. A SAM whose right versions are already recorded is left untouched.
+Per SAM: read its serial and key slots; derive its master key in the HSM; open the loading channel (the SAM proves
+it holds its master key before anything computed under a key is sent: a SAM that fails is refused, moved out and
+not retried); WRITE KEY each missing key under secure messaging; then verify each key functionally (the SAM's MAC1
+for test cards of three issuers equals the HSM's, and the SAM accepts the HSM's MAC2). Only verified keys are
+recorded as loaded. A SAM whose right versions are already recorded is left untouched.
 """
 
 from __future__ import annotations
@@ -41,18 +43,23 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import blackl
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import (
     KeyTypeEntry,
     assert_sam_allowed,
+    issuer_factor,
     load_catalogue,
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.sam_registry import Registry
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pcsc.channel import PcscContext, SamChannel
-from ansible_collections.tunion.keymgmt.plugins.module_utils.pcsc.psam import ALGORITHM_CODES, USAGES, SamIdentity
-from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.sam_crypto import SamCrypto
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pcsc.psam import (
+    ALGORITHM_CODES,
+    LEVELS_BY_MAC1_FORM,
+    USAGES,
+    SamIdentity,
+)
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.sam_crypto import SamAuthenticationError, SamCrypto
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import hsm_session
 from ansible_collections.tunion.keymgmt.plugins.module_utils.registry_store.sqlite import Observed
 
-#: the default test card (JT/T 978-style application serial) and purchase used for functional verification
+#: the purchase the functional verification asks each SAM to MAC, for each test card (:func:`test_cards`)
 DEFAULT_TEST_CARD: dict[str, str] = {
-    "serial": "4401000000000001",
     "random": "1A2B3C4D",
     "counter": "0001",
     "amount": "00000001",
@@ -60,6 +67,25 @@ DEFAULT_TEST_CARD: dict[str, str] = {
     "datetime": "20250101120000",
     "data": "5455554E494F4E2D5341",  # 80 FA test data for non-purchase key usages
 }
+
+
+#: the issuers of the test cards besides the SAM's own city: another Guangdong city, and one outside Guangdong
+#: (Beijing, 110000), whose cards a PSAM of the national interconnection must accept too (第二条(二))
+OTHER_GUANGDONG_ISSUERS = ("440300", "440100")
+OUTSIDE_GUANGDONG_ISSUER = "110000"
+
+
+def test_cards(city_code: str, mac1_form: str) -> list[tuple[bytes, bytes]]:
+    """(card application serial, issuer factor) of the test cards a SAM of ``city_code`` must MAC correctly.
+
+    Two-level (the Ministry-level key): a card of the SAM's city, of another Guangdong city and of an issuer outside
+    Guangdong. Single-level (a closed scheme): the city's own card only. Every serial starts ``FFFF``, which no
+    issuer's card numbers do: a test card is outside any issuable range (a project choice, docs/key_hierarchy.md).
+    """
+    issuers = [city_code]
+    if mac1_form == "two-level":
+        issuers += [next(c for c in OTHER_GUANGDONG_ISSUERS if c != city_code), OUTSIDE_GUANGDONG_ISSUER]
+    return [(bytes.fromhex(f"FFFF{code}000001"), issuer_factor(code)) for code in issuers]
 
 
 @dataclass(frozen=True)
@@ -72,7 +98,21 @@ class KeyPlan:
     entry: KeyTypeEntry
 
     def label(self, city_code: str) -> str:
-        return self.entry.label(self.version, f"city-{city_code}" if self.scope == "city" else "province")
+        """The key a PSAM of ``city_code`` receives: the level the catalogue's hierarchy gives a PSAM."""
+        return self.entry.label(self.version, self.entry.psam_holder(city_code))
+
+    @property
+    def mac1_form(self) -> str:
+        return self.entry.hierarchy.mac1_form or "single-level"
+
+    @property
+    def levels(self) -> int:
+        """WRITE KEY P2: the diversifications from the loaded key down to a card key."""
+        return LEVELS_BY_MAC1_FORM[self.mac1_form]
+
+    def factors(self, card: bytes, issuer: bytes) -> bytes:
+        """The factors the PSAM's commands carry for one card: card serial, then (two-level) the issuer factor."""
+        return card + issuer if self.levels == 2 else card
 
 
 def _requested_key(req: Any) -> tuple[str, int | None]:
@@ -161,7 +201,7 @@ def _version(entry: KeyTypeEntry, asked: int | None, today: _dt.date) -> int:
 class SamResult:
     serial: str
     reader: str
-    status: str = "failed"  # loaded | unchanged | would_load | refused | failed
+    status: str = "failed"  # loaded | unchanged | would_load | refused | failed (refused: never retried in the run)
     city_code: str = ""
     holder: str = ""
     keys_loaded: list[str] = field(default_factory=list)
@@ -238,6 +278,8 @@ class Injector:
                 if not self.check_mode and any((p.key_type, p.version) not in recorded for p in self.plans):
                     keys = self._pool().submit(self._derive, serial)  # the HSM works while the SAM is read
                 self._process(ch, ch.details(serial), res, recorded, keys, rows)
+        except SamAuthenticationError as exc:  # a card that lies: moved out, never given a second attempt
+            res.status, res.error = "refused", str(exc)
         except (CardGone, SamError, HsmError, SamInjectionInvariantError) as exc:
             res.status, res.error = "failed", str(exc)
         finally:
@@ -307,70 +349,100 @@ class Injector:
         if not load and not verify:
             res.status = "unchanged"
             return
-        checks = [(plan, label, self._expect(ident, plan, label)) for plan, label in load + verify]
+        checks = [(plan, label, self._expect(ident, plan, label, a.city_code)) for plan, label in load + verify]
         if load:
             sam_keys = (keys or self._pool().submit(self._derive, ident.serial)).result()
-            challenge = ch.get_challenge()
-            with self.crypto.lock:
-                auth = sam_keys.auth_cryptogram(challenge)
+            host = os.urandom(8)
+            card, card_cryptogram = ch.initialize_update(host)
+            with self.crypto.lock:  # the SAM proves it holds MK before anything made under a key is sent
+                sam_keys.open_session(host, card, card_cryptogram)
+                auth = sam_keys.external_authenticate()
             ch.external_authenticate(auth)
-            for seq, (plan, label) in enumerate(load, start=1):
+            for plan, label in load:
                 with self.crypto.lock:
-                    body = sam_keys.write_key_body(label, plan.usage, plan.version, plan.algorithm, challenge, seq)
-                ch.write_key(body, f"WRITE KEY {_tag(plan)}")
+                    apdu = sam_keys.write_key_apdu(label, plan.usage, plan.version, plan.algorithm, plan.levels)
+                ch.write_key(apdu, f"WRITE KEY {_tag(plan)}")
                 res.keys_loaded.append(_tag(plan))
             if keys is None:
                 with self.crypto.lock:
                     sam_keys.close()
         for plan, label, expected in checks:
-            self._verify(ch, ident, plan, label, expected)
+            self._verify(ch, ident, plan, label, expected, a.city_code)
             res.keys_verified.append(_tag(plan))
             rows.append(self._row(ident.serial, a, plan, label))
         res.status = "loaded"
 
-    def _expected_mac1(self, label: str, terminal: str, tsn: bytes) -> bytes:
+    def _purchase_data(self, plan: KeyPlan, factors: bytes) -> bytes:
+        c = self.card
+        return (
+            c["random"]
+            + c["counter"]
+            + c["amount"]
+            + c["type"]
+            + c["datetime"]
+            + bytes([plan.version, ALGORITHM_CODES[plan.algorithm]])
+            + factors
+        )
+
+    def _expected_mac1(self, label: str, factors: bytes, terminal: str, tsn: bytes) -> tuple[bytes, bytes]:
         c = self.card
         tail = c["amount"] + c["type"] + bytes.fromhex(terminal) + c["datetime"]
         with self.crypto.lock:
-            return self.crypto.expected_mac1(label, c["serial"], c["random"], c["counter"], tsn, tail)
+            return self.crypto.expected_mac1(label, factors, c["random"], c["counter"], tsn, tail)
 
-    def _expect(self, ident: SamIdentity, plan: KeyPlan, label: str) -> Future[bytes] | None:
+    def _expect(
+        self, ident: SamIdentity, plan: KeyPlan, label: str, city_code: str
+    ) -> list[Future[tuple[bytes, bytes]]] | None:
         """Start the HSM's side of a key's verification before the SAM is asked: MAC1 depends on the SAM's terminal
-        number and transaction serial, both read with its key slots; the HSM works while the SAM loads keys."""
+        number and transaction serial (one more per 80 70), read with its key slots; the HSM works while the SAM
+        loads keys."""
         if plan.key_type != "purchase":
             return None
-        return self._pool().submit(self._expected_mac1, label, ident.terminal, ident.tsn)
+        base = int.from_bytes(ident.tsn, "big")
+        return [
+            self._pool().submit(
+                self._expected_mac1,
+                label,
+                plan.factors(card, issuer),
+                ident.terminal,
+                ((base + i) & 0xFFFFFFFF).to_bytes(4, "big"),
+            )
+            for i, (card, issuer) in enumerate(test_cards(city_code, plan.mac1_form))
+        ]
 
-    def _verify(
-        self, ch: SamChannel, ident: SamIdentity, plan: KeyPlan, label: str, expected: Future[bytes] | None
+    def _verify(  # noqa: PLR0917 - the pieces of one key's verification
+        self,
+        ch: SamChannel,
+        ident: SamIdentity,
+        plan: KeyPlan,
+        label: str,
+        expected: list[Future[tuple[bytes, bytes]]] | None,
+        city_code: str,
     ) -> None:
         c = self.card
-        if plan.key_type == "purchase":
-            data = (
-                c["random"]
-                + c["counter"]
-                + c["amount"]
-                + c["type"]
-                + c["datetime"]
-                + bytes([plan.version, ALGORITHM_CODES[plan.algorithm]])
-                + c["serial"]
-            )
-            tsn, mac1 = ch.mac1(data)
-            if expected is not None and tsn == ident.tsn:
-                want = expected.result()
-            else:  # the SAM used another transaction serial than it announced: compute for that one
-                want = self._expected_mac1(label, ident.terminal, tsn)
-            what = "MAC1"
-        else:
-            mac1 = ch.des_mac(plan.usage, plan.version, c["serial"], c["data"])
-            with self.crypto.lock:
-                want = self.crypto.expected_des_mac(label, c["serial"], c["data"])
-            what = "80 FA MAC"
-        if mac1 != want:
-            raise SamError(
-                f"{_tag(plan)} not verified: the SAM's {what} for the test card differs from the HSM's "
-                "(the key in the SAM is not the catalogue key, or the SAM is faulty)"
-            )
+        for i, (card, issuer) in enumerate(test_cards(city_code, plan.mac1_form)):
+            factors = plan.factors(card, issuer)
+            who = f"test card {card.hex().upper()} (issuer {issuer.hex().upper()})"
+            if plan.key_type == "purchase":
+                tsn, mac1 = ch.mac1(self._purchase_data(plan, factors))
+                announced = ((int.from_bytes(ident.tsn, "big") + i) & 0xFFFFFFFF).to_bytes(4, "big")
+                if expected is not None and tsn == announced:
+                    want, mac2 = expected[i].result()
+                else:  # the SAM used another transaction serial than it announced: compute for that one
+                    want, mac2 = self._expected_mac1(label, factors, ident.terminal, tsn)
+                what = "MAC1"
+            else:
+                mac1 = ch.des_mac(plan.usage, plan.version, factors, c["data"])
+                with self.crypto.lock:
+                    want = self.crypto.expected_des_mac(label, factors, c["data"])
+                mac2, what = b"", "80 FA MAC"
+            if mac1 != want:
+                raise SamError(
+                    f"{_tag(plan)} not verified: the SAM's {what} for {who} differs from the HSM's "
+                    "(the key in the SAM is not the catalogue key, or the SAM is faulty)"
+                )
+            if mac2 and not ch.mac2(mac2):  # sent only after the SAM's MAC1 proved it holds the key
+                raise SamError(f"{_tag(plan)} not verified: the SAM refused the HSM's MAC2 for {who}")
 
     # ------------------------------------------------------------------ observed state
     def _recorded(self, serial: str) -> dict[tuple[str, int], str]:
@@ -391,7 +463,8 @@ class Injector:
             "station": self.station,
             "operator": self.operator,
             "loaded_at": now(),
-            "verified_by": "MAC1" if plan.key_type == "purchase" else "80FA-MAC",
+            "verified_by": ("MAC1+MAC2" if plan.key_type == "purchase" else "80FA-MAC")
+            + f" ({len(test_cards(a.city_code, plan.mac1_form))} issuers)",
         }
 
     def _store(self, rows: list[dict[str, Any]], res: SamResult) -> None:
@@ -415,6 +488,7 @@ def run_batch(  # noqa: PLR0915 - one reader loop, kept in one place
     idle_timeout: float = 3.0,
     advance: bool = True,
     trace: list[str] | None = None,
+    trace_channel: bool = False,
     context: Callable[[], PcscContext] = PcscContext,
     reader_errors: list[str] | None = None,
     timing: dict[str, float] | None = None,
@@ -442,7 +516,7 @@ def run_batch(  # noqa: PLR0915 - one reader loop, kept in one place
                 with lock:
                     if max_sams and len(results) >= max_sams:
                         return
-                ch = pc.connect(reader, trace)
+                ch = pc.connect(reader, trace, trace_channel)
                 if ch is None:
                     left = idle_timeout - (time.monotonic() - last)
                     if left <= 0:
@@ -561,6 +635,7 @@ def inject(p: Mapping[str, Any], *, check_mode: bool = False) -> dict[str, Any]:
     observed = Observed(p["observed_db"]) if not check_mode else _maybe_observed(p["observed_db"])
     try:
         with hsm_session(p["pkcs11_library"], p["token_label"], p["user_pin"], rw=False) as tok:
+            tok.validity_lookup = load_catalogue(p["catalogue"]).validity_for  # an expired key is never used
             crypto = SamCrypto(tok, p["sam_issuer_label"], p["batch_kek_label"])
             blacklisted = verified_blacklist(tok, p.get("blacklist"))
             injector = Injector(
@@ -588,6 +663,7 @@ def inject(p: Mapping[str, Any], *, check_mode: bool = False) -> dict[str, Any]:
                     idle_timeout=float(p.get("idle_timeout") or 3.0),
                     advance=bool(advance),
                     trace=trace,
+                    trace_channel=bool(p.get("trace_channel")),
                 )
             finally:
                 crypto.close()

@@ -30,6 +30,9 @@ PYSCARD_REQUIREMENT = ("pyscard", HAS_PYSCARD, PYSCARD_IMPORT_ERROR)
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import CardGone, SamError, StatusWordError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pcsc.psam import PSAM_AID, SW_TEXT, KeySlot, SamIdentity
 
+#: INITIALIZE UPDATE, EXTERNAL AUTHENTICATE, WRITE KEY: their data stays out of the trace unless asked for
+_CHANNEL_INS = frozenset({0x50, 0x82, 0xD4})
+
 
 def _check(hresult: int, what: str) -> None:
     if hresult != scard.SCARD_S_SUCCESS:
@@ -39,12 +42,22 @@ def _check(hresult: int, what: str) -> None:
 class SamChannel:
     """One SAM connected in one reader."""
 
-    def __init__(self, reader: str, hcard: Any, protocol: int, trace: list[str] | None = None) -> None:
+    def __init__(
+        self, reader: str, hcard: Any, protocol: int, trace: list[str] | None = None, trace_channel: bool = False
+    ) -> None:
         self.reader = reader
         self.hcard = hcard
         self.protocol = protocol
         self.trace = trace
+        #: trace the loading channel's data too (challenges, cryptograms, C-MACs): debugging only, never in
+        #: production (docs/sam-profile.md): an authentication pair is what an attacker on the station wants
+        self.trace_channel = trace_channel
         self.apdus = 0
+
+    def _traced(self, data: bytes, ins: int) -> str:
+        if self.trace_channel or ins not in _CHANNEL_INS:
+            return data.hex().upper()
+        return f"{data[:5].hex().upper()} [{max(len(data) - 5, 0)} bytes of the loading channel withheld]"
 
     def transmit(self, apdu: bytes, what: str, length: int | None = None) -> bytes:
         """Send one APDU; return its data on 9000, else raise. A lost card raises CardGone.
@@ -53,11 +66,15 @@ class SamChannel:
         CardGone, so the station tries the SAM again) and never taken as an answer.
         """
         self.apdus += 1
+        ins = apdu[1] if len(apdu) > 1 else 0
         if self.trace is not None:
-            self.trace.append(f"{self.reader} > {apdu.hex().upper()}")
+            self.trace.append(f"{self.reader} > {self._traced(apdu, ins)}")
         resp = self._exchange(apdu, what)
         if self.trace is not None:
-            self.trace.append(f"{self.reader} < {bytes(resp).hex().upper()}")
+            out = bytes(resp).hex().upper()
+            if not self.trace_channel and ins in _CHANNEL_INS and len(resp) > 2:
+                out = f"[{len(resp) - 2} bytes of the loading channel withheld] {out[-4:]}"
+            self.trace.append(f"{self.reader} < {out}")
         sw = (resp[-2] << 8) | resp[-1]
         if sw != 0x9000:
             raise StatusWordError(what, sw, SW_TEXT.get(sw, "unexpected status"))
@@ -103,23 +120,43 @@ class SamChannel:
                 ident.slots.append(KeySlot(rec[0], rec[1], rec[2], rec[3:6].hex().upper()))
         return ident
 
-    def get_challenge(self) -> bytes:
-        return self.transmit(bytes.fromhex("0084000008"), "GET CHALLENGE", 8)
+    def initialize_update(self, host_challenge: bytes) -> tuple[bytes, bytes]:
+        """80 50: the host's challenge in; (card challenge, card cryptogram) out. The card proves itself first."""
+        out = self.transmit(bytes([0x80, 0x50, 0x00, 0x00, 0x08]) + host_challenge, "INITIALIZE UPDATE", 16)
+        return out[:8], out[8:]
 
-    def external_authenticate(self, cryptogram: bytes) -> None:
-        self.transmit(bytes([0x00, 0x82, 0x00, 0x00, 0x08]) + cryptogram, "EXTERNAL AUTHENTICATE", 0)
+    def external_authenticate(self, host_cryptogram_and_mac: bytes) -> None:
+        """84 82: host cryptogram(8) C-MAC(8)."""
+        self.transmit(bytes([0x84, 0x82, 0x00, 0x00, 0x10]) + host_cryptogram_and_mac, "EXTERNAL AUTHENTICATE", 0)
 
-    def write_key(self, body: bytes, what: str) -> None:
-        self.transmit(bytes([0x80, 0xD4, 0x01, 0x00, len(body)]) + body, what, 0)
+    def write_key(self, apdu: bytes, what: str) -> None:
+        """84 D4: the whole command, made (and C-MAC'd) in the HSM (:meth:`SamKeys.write_key_apdu`)."""
+        self.transmit(apdu, what, 0)
 
-    def mac1(self, data28: bytes) -> tuple[bytes, bytes]:
-        """80 70 (MAC1): returns (PSAM transaction serial, MAC1)."""
-        out = self.transmit(bytes([0x80, 0x70, 0x00, 0x00, 0x1C]) + data28, "MAC1 (80 70)", 8)
+    def mac1(self, data: bytes) -> tuple[bytes, bytes]:
+        """80 70 00 00 (MAC1), 36 bytes (two-level: card serial then issuer factor) or 28 (single-level): returns
+        (PSAM transaction serial, MAC1)."""
+        if len(data) not in (28, 36):
+            raise SamError(f"MAC1 data is {len(data)} bytes; the profile has 36 (two-level) or 28 (single-level)")
+        out = self.transmit(bytes([0x80, 0x70, 0x00, 0x00, len(data)]) + data, "MAC1 (80 70)", 8)
         return out[:4], out[4:8]
 
-    def des_mac(self, usage: int, version: int, card_serial: bytes, data: bytes) -> bytes:
-        self.transmit(bytes([0x80, 0x1A, usage, version, 0x08]) + card_serial, "DES init (80 1A)", 0)
-        return self.transmit(bytes([0x80, 0xFA, 0x05, 0x00, len(data)]) + data, "DES MAC (80 FA)", 4)
+    def mac2(self, mac2: bytes) -> bool:
+        """80 72: the card's MAC2; True when the SAM accepts it (9000), False on 6988."""
+        try:
+            self.transmit(bytes([0x80, 0x72, 0x00, 0x00, 0x04]) + mac2, "MAC2 (80 72)", 0)
+        except StatusWordError as exc:
+            if exc.sw == 0x6988:
+                return False
+            raise
+        return True
+
+    def des_mac(self, usage: int, version: int, factors: bytes, data: bytes, iv: bytes = bytes(8)) -> bytes:
+        """80 1A with one 8-byte factor per level (card serial first), then 80 FA 05 00 with the initial value
+        first and the message padded here (80 00..): the PSAM pads nothing itself."""
+        self.transmit(bytes([0x80, 0x1A, usage, version, len(factors)]) + factors, "DES init (80 1A)", 0)
+        body = iv + data + b"\x80" + bytes(-(len(data) + 1) % 8)
+        return self.transmit(bytes([0x80, 0xFA, 0x05, 0x00, len(body)]) + body, "DES MAC (80 FA)", 4)
 
 
 class PcscContext:
@@ -140,7 +177,7 @@ class PcscContext:
             return list(names)
         return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
-    def connect(self, reader: str, trace: list[str] | None = None) -> SamChannel | None:
+    def connect(self, reader: str, trace: list[str] | None = None, trace_channel: bool = False) -> SamChannel | None:
         """Connect to the SAM in ``reader``; None when the reader is empty (or its SAM is being swapped)."""
         hresult, hcard, proto = scard.SCardConnect(
             self.ctx, reader, scard.SCARD_SHARE_EXCLUSIVE, scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
@@ -148,7 +185,7 @@ class PcscContext:
         if hresult != scard.SCARD_S_SUCCESS:
             return None
         pci = scard.SCARD_PCI_T0 if proto == scard.SCARD_PROTOCOL_T0 else scard.SCARD_PCI_T1
-        return SamChannel(reader, hcard, pci, trace)
+        return SamChannel(reader, hcard, pci, trace, trace_channel)
 
     def wait_for_card(self, reader: str, timeout: float) -> None:
         """Wait (at most ``timeout`` s) for pcscd to report a change in ``reader``."""

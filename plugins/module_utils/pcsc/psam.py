@@ -23,14 +23,26 @@ ALGORITHM_CODES: dict[str, int] = {"3DES-2KEY": 0x01}
 ALGORITHM_NAMES = {v: k for k, v in ALGORITHM_CODES.items()}
 
 
-#: the SAM's transport key is PBOC-diversified from its master key with this constant
-TRANSPORT_DIVERSIFIER = b"TUNIONTK"
+#: the loading channel's session keys: ``PBOC(SK, constant)`` per purpose, SK derived from MK and both challenges
+SESSION_ENC = b"TU-S-ENC"
+SESSION_MAC = b"TU-S-MAC"
+SESSION_DEK = b"TU-S-DEK"
+
+
+def session_base_data(host: bytes, card: bytes) -> bytes:
+    """Derivation data of the session base key ``SK = 3DES-ECB(MK, data)``: each 8-byte block mixes both challenges,
+    so no block is data the card alone chose."""
+    return host[:4] + card[:4] + host[4:] + card[4:]
+
+
+#: WRITE KEY P2: diversifications from the loaded key down to a card key, per MAC1 form of the catalogue
+LEVELS_BY_MAC1_FORM = {"two-level": 2, "single-level": 1}
 
 
 SW_TEXT = {
     0x6700: "wrong length",
     0x6982: "security status not satisfied (no EXTERNAL AUTHENTICATE)",
-    0x6300: "authentication failed: the SAM's master key does not match the SAM issuer key",
+    0x6300: "authentication failed: the host cryptogram does not match the SAM's master key",
     0x6985: "conditions of use not satisfied",
     0x6988: "secure messaging MAC wrong",
     0x6A80: "wrong data (KCV mismatch, or a key usage the SAM does not accept)",

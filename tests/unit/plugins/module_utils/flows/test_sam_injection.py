@@ -92,16 +92,19 @@ def test_batch_loads_verifies_and_records(bench: Bench) -> None:
     assert summarise(results) == {"total": 10, "loaded": 10}
     assert {r.reader for r in results} == set(READERS)
     rows = bench.obs.query(city_code=CITY)
-    city_kcv = kcv_des3(pboc_diversify(clear_test_key("purchase"), bytes.fromhex(CITY.rjust(16, "0")))).hex().upper()
-    assert len(rows) == 10 and {r["kcv"] for r in rows} == {city_kcv} and {r["verified_by"] for r in rows} == {"MAC1"}
-    # the SAMs really hold the city's purchase key (their memory, read back from the sealed store)
-    secret = pboc_diversify(clear_test_key("purchase"), bytes.fromhex(CITY.rjust(16, "0")))
+    # the hierarchy gives a PSAM the Ministry-level key: the master itself, not the city's issuer-level key
+    master = clear_test_key("purchase")
+    assert len(rows) == 10 and {r["kcv"] for r in rows} == {kcv_des3(master).hex().upper()}
+    assert {r["verified_by"] for r in rows} == {"MAC1+MAC2 (3 issuers)"}
+    for s in serials:  # the SAMs really hold it (their memory, read back from the sealed store), for two levels
+        slot = bench.store.load(s).slots[0]
+        assert strip_parity(slot.key) == strip_parity(master) and slot.levels == 2
+    # the trace withholds the loading channel's data; no form of the key is in it
+    assert any(" > 84D40102" in t and "withheld" in t for t in trace)
+    assert not [t for t in trace if " > 8050" in t and "withheld" not in t]
     stored = bench.store.load(serials[0]).slots[0].key  # SoftHSM sets DES parity on derived keys
-    for s in serials:
-        assert strip_parity(bench.store.load(s).slots[0].key) == strip_parity(secret)
-    # the trace carries cryptograms only
-    assert any(" > 80D40100" in t for t in trace)
-    forms = {k.hex().upper() for k in (secret, stored, clear_test_key("purchase"))}
+    city = pboc_diversify(master, bytes.fromhex(CITY.rjust(16, "0")))
+    forms = {k.hex().upper() for k in (master, stored, city)}
     assert not [t for t in trace if any(f in t for f in forms)]
 
 
@@ -151,7 +154,7 @@ def test_unregistered_revoked_and_other_city_refused(bench: Bench) -> None:
 def test_removed_mid_injection_then_completed_without_duplicates(bench: Bench) -> None:
     serials = bench.serials(1)
     reg = bench.registry(serials)
-    bench.feed(serials, faults={"remove_after": 5})
+    bench.feed(serials, faults={"remove_after": 5})  # after INITIALIZE UPDATE
     (res,) = bench.run(reg)
     assert res.status == "failed" and res.keys_verified == [] and "left reader" in res.error
     assert bench.obs.query() == []
