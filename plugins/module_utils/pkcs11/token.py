@@ -176,20 +176,23 @@ class HsmToken:
     def check_validity(self, key: Any, today: _dt.date | None = None) -> None:
         """Refuse a key outside [CKA_START_DATE, CKA_END_DATE]. Cached per handle for the session.
 
-        SoftHSM 2.6.1 stores the dates of private objects but answers CKR_GENERAL_ERROR when they are read back;
-        then the period comes from :attr:`validity_lookup` (the catalogue, keyed by label), if one is set.
+        SoftHSM 2.6.1 stores the dates of private objects but answers CKR_GENERAL_ERROR when they are read back, and
+        keys made before dates were set carry none: the period of :attr:`validity_lookup` (the catalogue, keyed by
+        label), if one is set, applies as well (the narrower of the two).
         """
         cached = self._validity.get(key.handle)
         if cached is None:
             with pkcs11_errors("reading the key label"):
                 label = key[Attribute.LABEL]
             try:
-                cached = (self._read_date(key, Attribute.START_DATE), self._read_date(key, Attribute.END_DATE), label)
+                start, end = self._read_date(key, Attribute.START_DATE), self._read_date(key, Attribute.END_DATE)
             except p11e.GeneralError:
                 start = end = None
-                if self.validity_lookup is not None:
-                    start, end = self.validity_lookup(label)
-                cached = (start, end, label)
+            if self.validity_lookup is not None:  # the catalogue's period too: a key without dates is not timeless
+                cat_start, cat_end = self.validity_lookup(label)
+                start = max(d for d in (start, cat_start) if d) if start or cat_start else None
+                end = min(d for d in (end, cat_end) if d) if end or cat_end else None
+            cached = (start, end, label)
             self._validity[key.handle] = cached
         start, end, label = cached
         today = today or network_today()
