@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
 """Interop check, independent of tunion-keyops: it imports nothing from the project.
 
-Talks to every PSAM presented in the readers with plain pyscard, sends it only a test card's purchase data (80 70,
-then 80 72), and checks the SAM's MAC1 against an independent computation with the `cryptography` package:
+Talks to every PSAM presented in the readers with plain pyscard, sends it only test cards' purchase data (the
+two-level form 80 70 00 00 24: card serial, then the card issuer's diversification factor; then 80 72), and checks
+each MAC1 against an independent computation with the `cryptography` package:
 
-    K    = XOR of the tests-only purchase master key's components (given in the JSON input)
-    Kc   = PBOC(K, city code)          the SAM's city key        PBOC(M, D) = 3DES(M, D) || 3DES(M, ~D)
-    DPK  = PBOC(Kc, card serial)       the test card's purchase key
+    K    = XOR of the tests-only purchase master key's components (given in the JSON input): the Ministry-level key
+    Ki   = PBOC(K, issuer factor)      the issuer-level key       PBOC(M, D) = 3DES(M, D) || 3DES(M, ~D)
+    DPK  = PBOC(Ki, card serial)       the test card's purchase key
     SESPK= 3DES(DPK, random || counter || PSAM serial[2:4])      a single-DES session key
     MAC1 = DES-CBC-MAC(SESPK, amount || type || terminal || date-time), ISO 9797-1 padding 2, first 4 bytes
     MAC2 = DES-CBC-MAC(SESPK, amount)  sent back with 80 72; the SAM must accept it (9000)
 
-Usage: pyscard_mac1.py INPUT.json   (prints a JSON report; exit 0 when every SAM matched)
-INPUT: {"purchase_components": [hex, ...], "cities": {serial: city_code}, "key_version": 1, "readers": [substr],
-        "card": {"serial", "random", "counter", "amount", "type", "datetime"}, "idle_seconds": 3}
+Usage: pyscard_mac1.py INPUT.json   (prints a JSON report; exit 0 when every SAM matched for every card)
+INPUT: {"purchase_components": [hex, ...], "serials": [SAM serial, ...], "key_version": 1, "readers": [substr],
+        "cards": [{"serial", "issuer"}, ...], "purchase": {"random", "counter", "amount", "type", "datetime"},
+        "idle_seconds": 3}
 """
 
 from __future__ import annotations
@@ -74,28 +76,29 @@ def transmit(h: int, apdu: bytes, length: int) -> bytes:
 
 
 def check_sam(h: int, cfg: dict, key: bytes) -> dict:
-    card = {k: bytes.fromhex(v) for k, v in cfg["card"].items()}
+    buy = {k: bytes.fromhex(v) for k, v in cfg["purchase"].items()}
     fci = transmit(h, bytes([0, 0xA4, 4, 0, len(PSAM_AID)]) + PSAM_AID, 4 + len(PSAM_AID))
     if fci[4:] != PSAM_AID:
         raise Failed("not the PSAM FCI")
     serial = transmit(h, bytes.fromhex("00B095000E"), 14)[:10].hex().upper()
     terminal = transmit(h, bytes.fromhex("00B0960006"), 6)
-    city = cfg["cities"].get(serial)
-    if city is None:
-        return {"serial": serial, "skipped": "not in the input's cities"}
-    data = (
-        card["random"] + card["counter"] + card["amount"] + card["type"] + card["datetime"]
-        + bytes([cfg.get("key_version", 1), 0x01]) + card["serial"]
-    )  # fmt: skip
-    out = transmit(h, bytes([0x80, 0x70, 0, 0, len(data)]) + data, 8)
-    tsn, mac1 = out[:4], out[4:]
-    kc = pboc(key, bytes.fromhex(city.rjust(16, "0")))
-    dpk = pboc(kc, card["serial"])
-    sespk = ecb(dpk, card["random"] + card["counter"] + tsn[2:])
-    want = mac(sespk, card["amount"] + card["type"] + terminal + card["datetime"])
-    mac2 = mac(sespk, card["amount"])
-    transmit(h, bytes([0x80, 0x72, 0, 0, 4]) + mac2, 0)
-    return {"serial": serial, "city": city, "mac1": mac1.hex(), "expected": want.hex(), "ok": mac1 == want}
+    if serial not in cfg["serials"]:
+        return {"serial": serial, "skipped": "not in the input's serials"}
+    cards = []
+    for card in cfg["cards"]:
+        number, issuer = bytes.fromhex(card["serial"]), bytes.fromhex(card["issuer"])
+        data = (
+            buy["random"] + buy["counter"] + buy["amount"] + buy["type"] + buy["datetime"]
+            + bytes([cfg.get("key_version", 1), 0x01]) + number + issuer
+        )  # fmt: skip
+        out = transmit(h, bytes([0x80, 0x70, 0, 0, len(data)]) + data, 8)
+        tsn, mac1 = out[:4], out[4:]
+        dpk = pboc(pboc(key, issuer), number)
+        sespk = ecb(dpk, buy["random"] + buy["counter"] + tsn[2:])
+        want = mac(sespk, buy["amount"] + buy["type"] + terminal + buy["datetime"])
+        transmit(h, bytes([0x80, 0x72, 0, 0, 4]) + mac(sespk, buy["amount"]), 0)  # MAC2 accepted, or Failed
+        cards.append({"card": card["serial"], "mac1": mac1.hex(), "expected": want.hex(), "ok": mac1 == want})
+    return {"serial": serial, "cards": cards, "ok": all(c["ok"] for c in cards)}
 
 
 def worker(reader: str, cfg: dict, key: bytes, out: list, lock: threading.Lock) -> None:

@@ -664,6 +664,7 @@ def inject(p: Mapping[str, Any], *, check_mode: bool = False) -> dict[str, Any]:
                     advance=bool(advance),
                     trace=trace,
                     trace_channel=bool(p.get("trace_channel")),
+                    context=PcscContext,
                 )
             finally:
                 crypto.close()
