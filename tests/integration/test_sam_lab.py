@@ -47,11 +47,19 @@ EMULATOR_LAB = Path(os.environ.get("TUNION_SAM_EMULATOR_LAB", str(LAB_DIR)))
 CITIES = ["440100", "440300", "440400", "440600"]
 N = 200
 RULE = "第二条(四)"
-TEST_CARD = {k: v for k, v in DEFAULT_TEST_CARD.items() if k != "data"}  # what the interop script sends
+TEST_PURCHASE = {k: v for k, v in DEFAULT_TEST_CARD.items() if k != "data"}  # what the interop script sends
 
 
 def city_key(city: str) -> bytes:
+    """A city's issuer-level purchase key (what its HSM holds; never a PSAM's)."""
     return pboc_diversify(clear_test_key("purchase"), bytes.fromhex(city.rjust(16, "0")))
+
+
+#: the test cards of the interop script: two Guangdong cities and Beijing (JT/T 978 issuers outside Guangdong),
+#: card numbers outside any issuable range
+INTEROP_CARDS = [
+    {"serial": f"FFFF{code}000001", "issuer": code.rjust(16, "0")} for code in ("440100", "440300", "110000")
+]
 
 
 def odd_parity(key: bytes) -> bytes:
@@ -144,22 +152,23 @@ def test_batch_of_200_over_4_readers_and_pyscard_interop(emu: EmulatorClient, st
     res = inject_result(run.stdout)
     assert res["summary"].get("loaded") == N, res["summary"]
     assert len({s["reader"] for s in res["sams"]}) == len(SLOTS)
-    # observed registry: one verified purchase key per SAM, with the KCV of its city's key
+    # observed registry: one verified purchase key per SAM, the Ministry-level key whatever the SAM's city
     rows = station.loaded_rows()
     assert len(rows) == N and len({r[0] for r in rows}) == N
-    for serial, key_type, version, kcv, city in rows:
+    for serial, key_type, version, kcv, _city in rows:
         assert (key_type, version) == ("purchase", 1)
-        assert kcv == kcv_des3(city_key(city)).hex().upper(), serial
+        assert kcv == kcv_des3(clear_test_key("purchase")).hex().upper(), serial
 
     # Interop: each SAM presented again to a plain pyscard script that imports nothing from the project
     for i, slot in enumerate(SLOTS):
         queue(emu, {}, serials=serials[i :: len(SLOTS)], reader=slot)
     cfg = {
         "purchase_components": TEST_COMPONENTS["purchase"],
-        "cities": {s: s[2:8] for s in serials},
+        "serials": serials,
         "key_version": 1,
         "readers": [READERS.replace("*", "").strip()],
-        "card": TEST_CARD,
+        "cards": INTEROP_CARDS,
+        "purchase": TEST_PURCHASE,
         "idle_seconds": 3,
     }
     script = REPO / "tests" / "interop" / "pyscard_mac1.py"
@@ -180,7 +189,7 @@ def test_batch_of_200_over_4_readers_and_pyscard_interop(emu: EmulatorClient, st
         check=False,
     )
     report = json.loads(out.stdout)
-    assert report["checked"] == N and report["matched"] == N, report["mismatches"][:3]
+    assert report["checked"] == N and report["matched"] == N, report["mismatches"][:3]  # every card, MAC2 too
     assert report["serials"] == sorted(serials)
 
     # Nothing leaks: the tests-only purchase key and the city keys, in any form, at -vvv, in logs and lab files
@@ -188,7 +197,8 @@ def test_batch_of_200_over_4_readers_and_pyscard_interop(emu: EmulatorClient, st
     needles = [f for k in keys + [odd_parity(k) for k in keys] for f in secret_forms(k)]
     text = (run.stdout + run.stderr + out.stdout).encode()
     assert not [n for n in needles if n in text]
-    assert '"trace"' in run.stdout and "80D40100" in run.stdout  # WRITE KEY went over the wire: cryptograms only
+    assert '"trace"' in run.stdout and "> 84D40102" in run.stdout  # WRITE KEY went over the wire
+    assert "84D4010226 [" in run.stdout and "8050000008 [" in run.stdout  # its data withheld from the trace
     assert find_in_lab_files(needles) == []
     assert [p for p in station.root.rglob("*") if p.is_file() and any(n in p.read_bytes() for n in needles)] == []
 
@@ -281,7 +291,38 @@ def test_sam_info_reads_slots_never_values(emu: EmulatorClient, station: Station
     run = run_ansible("ansible-playbook", str(play), "-v")
     assert run.returncode == 0, run.stdout[-2000:]
     assert serial in run.stdout and '"key_type": "purchase"' in run.stdout
-    kcv = kcv_des3(city_key("440300")).hex().upper()
+    kcv = kcv_des3(clear_test_key("purchase")).hex().upper()  # the Ministry-level key (docs/key_hierarchy.md)
     assert f'"kcv": "{kcv}"' in run.stdout and '"holder": "holder-440300"' in run.stdout
-    assert not [n for n in secret_forms(city_key("440300")) if n in run.stdout.encode()]
+    assert not [n for n in secret_forms(clear_test_key("purchase")) if n in run.stdout.encode()]
+    emu.call("clear", eject=True)
+
+
+def test_rogue_card_copying_a_registered_serial_is_refused_before_any_cryptogram(
+    emu: EmulatorClient, station: Station
+) -> None:
+    """Issue 11, Must show 1, in the lab: a card in a vpcd reader copies a registered serial and answers INITIALIZE
+    UPDATE with chosen challenges (the old transport-key data "TUNIONTK" and its complement), every time it is
+    presented. It is refused and moved out at once; what the station sent it is only the public reads and one
+    random host challenge per presentation, never anything made under a key."""
+    serial = station.serial("440100", 0x6000)
+    station.register([serial], "440100", "holder-440100")
+    make(emu, [serial], reader=SLOTS[0])  # the genuine SAM is manufactured (the emulator knows its serial) ...
+    emu.call("clear", eject=True)  # ... and taken away: only its copy is presented
+    chosen = [b"TUNIONTK".hex(), bytes(b ^ 0xFF for b in b"TUNIONTK").hex()]
+    emu.call("history", clear=True)
+    for _ in range(3):  # the operator re-presents it, three times
+        queue(emu, {}, serials=[serial], reader=SLOTS[0], faults={"rogue_challenges": chosen})
+    run = run_playbook("inject_sams.yml", "-v", "-e", station.extra_vars())
+    assert run.returncode != 0
+    sam = next(s for s in inject_result(run.stdout)["sams"] if s["serial"] == serial)
+    assert sam["status"] == "refused" and "failed authentication" in sam["error"] and not sam.get("keys_loaded")
+    heard = [
+        bytes.fromhex(a) for h in emu.call("history")["history"] if h["serial"] == serial for a in h.get("heard", [])
+    ]
+    assert heard
+    host = [a[5:] for a in heard if a[:4] == bytes.fromhex("80500000")]
+    assert host and len(set(host)) == len(host)  # a fresh challenge each time
+    public = ("00A40400", "00B09500", "00B09600", "80CA0000", "80500000")
+    assert all(a[:4].hex().upper() in public for a in heard), [a.hex() for a in heard]
+    assert station.loaded_rows(serial) == []
     emu.call("clear", eject=True)
