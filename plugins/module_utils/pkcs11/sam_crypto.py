@@ -74,12 +74,16 @@ class SamKeys:
     """One SAM's keys and its loading-channel session: MK, then SK and S-ENC/S-MAC/S-DEK, destroyed on close."""
 
     def __init__(self, crypto: SamCrypto, serial: str, labels: tuple[str, ...] = ()) -> None:
+        """Every operation runs in the one shared session, under ``lock``: python-pkcs11 over SoftHSM is not safe
+        with sessions used from several threads at once (measured: GeneralError within a few calls)."""
         self.crypto = crypto
         self.serial = serial
-        hsm = crypto.hsm
-        self.mk = hsm.derive_pboc(crypto.issuer, serial, policy=_KDF_PARENT)
-        for label in labels:  # the batch-level inner blocks need no challenge: made while the SAM is still read
-            crypto.inner_block(label)
+        self.hsm = crypto.hsm
+        self.lock = crypto.lock
+        with self.lock:
+            for label in labels:  # the batch-level inner blocks need no challenge: made while the SAM is still read
+                crypto.inner_block(label)
+            self.mk = self.hsm.derive_pboc(crypto.issuer, serial, policy=_KDF_PARENT)
         self._session: dict[str, Any] = {}
         self._challenges = (b"", b"")
         self._icv = bytes(8)
@@ -87,13 +91,13 @@ class SamKeys:
 
     def _mac(self, key: Any, data: bytes, icv: bytes = bytes(8)) -> bytes:
         """Full 8-byte 3DES CBC-MAC (ISO 9797-1 algorithm 1, padding method 2) from ``icv``, in the HSM."""
-        return self.crypto.hsm.encrypt(key, pad80(data), mode="cbc", iv=icv)[-8:]
+        return self.hsm.encrypt(key, pad80(data), mode="cbc", iv=icv)[-8:]
 
     def open_session(self, host: bytes, card: bytes, card_cryptogram: bytes) -> None:
         """Derive the session keys from both challenges and check the SAM's cryptogram. A SAM that fails is a SAM
         that does not hold MK (a copy of a registered serial, a card the province did not manufacture)."""
         self.close_session()
-        hsm = self.crypto.hsm
+        hsm = self.hsm
         sk = hsm.derive_ecb(self.mk, session_base_data(host, card), policy=_KDF_PARENT)
         try:
             for name, const in (("enc", SESSION_ENC), ("mac", SESSION_MAC), ("dek", SESSION_DEK)):
@@ -129,10 +133,11 @@ class SamKeys:
             raise SamError(f"SAM {self.serial}: no authenticated session; no key is sent")
         c = self.crypto
         self._seq += 1
-        header = bytes([usage, version, ALGORITHM_CODES[algorithm]]) + bytes.fromhex(c.kcv(label))
+        kcv, inner = c.kcv(label), c.inner_block(label)  # batch-level, cached
+        header = bytes([usage, version, ALGORITHM_CODES[algorithm]]) + bytes.fromhex(kcv)
         counter = self._seq.to_bytes(8, "big")
         # CBC from IV 0 over (n || inner) minus its first block = CBC from IV 3DES(S-DEK, n) over the inner block
-        cryptogram = c.hsm.encrypt(self._session["dek"], counter + c.inner_block(label), mode="cbc")[8:]
+        cryptogram = self.hsm.encrypt(self._session["dek"], counter + inner, mode="cbc")[8:]
         body = header + cryptogram
         apdu_header = bytes([0x84, 0xD4, 0x01, levels, len(body) + 8])
         return apdu_header + body + self._cmac(apdu_header, body)
@@ -245,10 +250,11 @@ class SamCrypto:
 
     # ------------------------------------------------------------------ functional verification
     def expected_mac1(  # noqa: PLR0917 - the fields of one purchase
-        self, label: str, factors: bytes, rnd: bytes, ctr: bytes, tsn: bytes, tail: bytes
+        self, label: str, factors: bytes, rnd: bytes, ctr: bytes, tsn: bytes, tail: bytes, with_mac2: bool = True
     ) -> tuple[bytes, bytes]:
         """(MAC1, MAC2) as the HSM computes them from the card key it derives itself. ``tail`` = amount type
-        terminal time; ``factors`` = card serial, then (two-level) the issuer factor.
+        terminal time; ``factors`` = card serial, then (two-level) the issuer factor. MAC2 is ``b""`` unless
+        ``with_mac2``.
 
         SESPK is a single-DES key. SoftHSM 2.6.1 lists CKM_DES_CBC but cannot run it (OpenSSL 3 without its legacy
         provider), so SESPK is derived as the 2-key 3DES key ``SESPK || SESPK`` (data ``D || D``): 3DES-EDE with
@@ -259,7 +265,7 @@ class SamCrypto:
         sespk = self.hsm.derive_ecb(dpk, d + d, algorithm="3DES-2KEY", check_validity=False)
         try:
             mac1 = self.hsm.encrypt(sespk, pad80(tail), mode="cbc")[-8:][:4]
-            mac2 = self.hsm.encrypt(sespk, pad80(tail[:4]), mode="cbc")[-8:][:4]
+            mac2 = self.hsm.encrypt(sespk, pad80(tail[:4]), mode="cbc")[-8:][:4] if with_mac2 else b""
         finally:
             with suppress(Exception):
                 sespk.destroy()

@@ -89,7 +89,7 @@ def test_batch_loads_verifies_and_records(bench: Bench) -> None:
     bench.feed(serials)
     trace: list[str] = []
     results = bench.run(bench.registry(serials), trace=trace)
-    assert summarise(results) == {"total": 10, "loaded": 10}
+    assert summarise(results) == {"total": 10, "loaded": 10}, [r.error for r in results]
     assert {r.reader for r in results} == set(READERS)
     rows = bench.obs.query(city_code=CITY)
     # the hierarchy gives a PSAM the Ministry-level key: the master itself, not the city's issuer-level key
