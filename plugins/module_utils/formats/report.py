@@ -32,7 +32,13 @@ SINGULAR = {"cities": "city", "holders": "holder", "sams": "SAM", "key_versions"
 def node_entry(host: str, result: dict[str, Any] | None, *, kind: str = "node", what: str = "") -> dict[str, Any]:
     """Classify one host's registered task result (possibly unreachable or failed) as a report entry."""
     entry: dict[str, Any] = {"target": f"{kind}:{host}", "kind": kind, "name": host, "what": what}
-    if not result or result.get("skipped"):
+    if not result:
+        # the node never ran the task: unreachable earlier in the run, or dropped by an earlier failure
+        entry.update(
+            state="unreachable", reason="no result from this node on this run (unreachable or dropped earlier)"
+        )
+        return entry
+    if result.get("skipped"):
         entry.update(state="enforced", detail="nothing to enforce on this node")
         return entry
     if result.get("unreachable"):
@@ -262,7 +268,10 @@ def collect(
     entries.append(
         _combine(
             "province-hsm",
-            [("province KEK copies", province_result or None), ("blacklist MACs", blacklist_result or None)],
+            [  # the province runs these tasks or fails its play: an empty result is a skipped task
+                ("province KEK copies", province_result or {"skipped": True}),
+                ("blacklist MACs", blacklist_result or {"skipped": True}),
+            ],
             "city KEK copies destroyed, blacklist MACs",
         )
     )

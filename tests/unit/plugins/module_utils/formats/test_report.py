@@ -8,6 +8,7 @@ import json
 import unicodedata
 from pathlib import Path
 
+import pytest
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.enforcement import write_report
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.report import (
     build_report,
@@ -128,3 +129,14 @@ def test_free_text_cannot_forge_lines_or_drive_the_terminal() -> None:
     assert "\\x1b[2J" in text and "\\u202e" in text and "\\n  node" in text and "\\x00" in text
     assert chinese in text
     assert not any(line.startswith("  node     guangzhou") for line in text.splitlines()), "a forged line"
+
+
+@pytest.mark.parametrize("result", [None, {}])
+def test_a_node_with_no_result_is_not_reported_enforced(result: dict | None) -> None:
+    # dropped from the play (unreachable at the first ping, or failed earlier): it never ran enforcement
+    entry = node_entry("maoming", result)
+    assert entry["state"] == "unreachable" and "no result" in entry["reason"]
+
+
+def test_a_skipped_task_is_nothing_to_enforce() -> None:
+    assert node_entry("zhuhai", {"skipped": True, "changed": False})["state"] == "enforced"
