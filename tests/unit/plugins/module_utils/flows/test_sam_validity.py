@@ -48,6 +48,8 @@ def inject(root: Path, token: str, cat: list[dict[str, Any]], monkeypatch: pytes
     for card in make_cards(store, serials, token_label=token):
         readers.insert("R0", card)
     monkeypatch.setattr(sam_injection, "PcscContext", readers.context)
+    # the blacklist is not what these tests look at (tests/unit/.../test_sam_injection.py and the lab test it)
+    monkeypatch.setattr(sam_injection, "verified_blacklist", lambda tok, path: {})
     reg = write_registry(root / "reg.csv", [(s, CITY, "gz-metro", "active") for s in serials])
     params = {
         "catalogue": cat,
