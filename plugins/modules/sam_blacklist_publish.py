@@ -9,7 +9,10 @@ short_description: Build the versioned SAM blacklist and authenticate it with MA
 description:
   - Lists every SAM that is revoked or suspended - by its own status (SAM registry or O(statuses)), or through its
     city operator or holder (粤交〔2019〕11号 第十七条). The format is in docs/blacklist.md.
-  - The version goes up only when the list changes. The document is stored in OpenBao at C(province/blacklist)
+  - Each list is valid for O(validity_days) from O(today) (its C(expires) day, under the MACs). Nodes and SAM
+    stations refuse it from that day on, so the province republishes on every run: a run on a new day renews the
+    expiry. The version goes up whenever the document changes (entries or expiry).
+  - The document is stored in OpenBao at C(province/blacklist)
     (every version kept) and returned, for M(tunion.keymgmt.sam_blacklist_install) to put on every active node.
   - MACs are computed inside the province HSM - one under the province's blacklist MAC key (created on first use,
     AES-256, never extractable), one per active city under a key derived from that city's KEK.
@@ -34,6 +37,14 @@ options:
     description: Issuer named in the list.
     type: str
     default: GD-TUNION-PROVINCE
+  validity_days:
+    description:
+      - How many days a list stays valid after the day it is published (C(status_blacklist_validity_days)).
+    type: int
+    required: true
+  today:
+    description: The day of the run (C(YYYY-MM-DD)); default the network's day (Asia/Shanghai).
+    type: str
 attributes:
   check_mode:
     details: Computes the list and its MACs with a transient key when the MAC key does not exist yet; stores nothing.
@@ -45,6 +56,8 @@ EXAMPLES = r"""
     cities: "{{ status_cities }}"
     statuses: "{{ status_openbao.statuses }}"
     sam_registry: "{{ status_sam_registry }}"
+    validity_days: "{{ status_blacklist_validity_days }}"
+    today: "{{ status_now }}"
 """
 
 RETURN = r"""
@@ -55,6 +68,10 @@ blacklist:
 version:
   description: Version of the list.
   type: int
+  returned: always
+expires:
+  description: The day the list stops being valid (C(YYYY-MM-DD)).
+  type: str
   returned: always
 entries:
   description: Number of SAMs listed.
@@ -70,6 +87,8 @@ from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import parse_day
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import BlacklistError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.blacklist import sign
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.blacklist import (
     entries_for,
@@ -86,18 +105,24 @@ OPTIONS: Spec = {
     "statuses": {"type": "dict", "required": True},
     "sam_registry": {"type": "path"},
     "issuer": {"type": "str", "default": "GD-TUNION-PROVINCE"},
+    "validity_days": {"type": "int", "required": True},
+    "today": {"type": "str"},
 }
 
 
 def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
+    try:
+        today = parse_day(p["today"])
+    except ValueError as exc:
+        raise BlacklistError(f"today: {exc}; nothing published") from None
     registry = load_registry(p["sam_registry"], p["cities"])  # a line for a city the inventory lacks is refused
     rows = [row.as_dict() for row in registry.rows.values()] if registry else []
     entries = entries_for(rows, p["statuses"], p["cities"])
     bao = module.opened(connect(p))
     record = bao.kv_read(bao.layout.mount, bao.layout.blacklist)
     previous = record["data"] if record else None
-    doc = next_document(previous, entries, p["issuer"])
+    doc = next_document(previous, entries, p["issuer"], today=today, validity_days=p["validity_days"])
     active = [
         str(p["cities"][c])
         for c, s in (p["statuses"].get("cities") or {}).items()
@@ -112,6 +137,7 @@ def run(module: TunionModule) -> dict[str, Any]:
         "changed": changed,
         "blacklist": signed,
         "version": signed["version"],
+        "expires": signed["expires"],
         "entries": len(entries),
         "groups": sam_groups(entries),
     }

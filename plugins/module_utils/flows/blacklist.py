@@ -2,11 +2,15 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The SAM blacklist in an HSM and on a node: signed by the province, verified and installed by each node.
 
-A node refuses a list that fails its MAC, and a version older than the one it holds.
+A node refuses a list that fails its MAC, that has expired, or whose version is below the highest it has ever
+accepted. That highest version is kept in the node's token (a private data object, RECORD_LABEL), apart from the
+list file, so deleting the file does not reopen the door to a genuine older list. Everything fails closed: no
+list, an unreadable list, an expired list or an unreadable record means no valid blacklist (docs/blacklist.md).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import hmac
 import json
@@ -24,11 +28,14 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import HsmKeyOps
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.holder_keys import object_label
-from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.blacklist import FORMAT, body_bytes
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.blacklist import FORMAT, body_bytes, check_fresh
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.data_object import read_data, write_data
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.policy import KeyPolicy
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import HsmToken
 
 PROVINCE_KEY_LABEL = key_label("internal", "blacklist_mac", 1, "province")
+#: label of the data object holding the highest blacklist version this token's node has accepted
+RECORD_LABEL = "tunion.sam_blacklist.highest_accepted"
 
 
 # MAC key derivation data (TR-31 version D KDF input, as key blocks, with the label TUNIONBL): keeps the
@@ -123,22 +130,83 @@ def held(path: str) -> dict[str, Any] | None:
     if not p.exists():
         return None
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        doc = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return doc if isinstance(doc, dict) else None
 
 
-def install(path: str, doc: dict[str, Any], *, check_mode: bool) -> bool:
-    """Write the verified list (atomically) unless the same version is already held. Refuses a rollback."""
+def highest_accepted(hsm: HsmToken) -> int:
+    """The highest version this node ever accepted (0: none yet). A damaged record is refused, never read as 0."""
+    versions = []
+    for raw in read_data(hsm, RECORD_LABEL):  # two only after an interrupted update: the higher counts
+        try:
+            version = json.loads(raw.decode("utf-8"))["version"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            version = None
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise BlacklistError(
+                f"token {hsm.label}: the record of the highest accepted blacklist version ({RECORD_LABEL}) is "
+                "damaged; no blacklist is trusted until it is repaired (docs/blacklist.md)"
+            )
+        versions.append(version)
+    return max(versions, default=0)
+
+
+def _record(hsm: HsmToken, doc: dict[str, Any]) -> None:
+    value = {"version": int(doc["version"]), "digest": hashlib.sha256(body_bytes(doc)).hexdigest()}
+    write_data(hsm, RECORD_LABEL, json.dumps(value, sort_keys=True).encode())
+
+
+def check_not_older(hsm: HsmToken, doc: dict[str, Any]) -> int:
+    """Refuse a version below the highest this node accepted (the record in its token); return that highest."""
+    highest = highest_accepted(hsm)
+    if int(doc["version"]) < highest:
+        raise BlacklistError(
+            f"blacklist v{doc['version']} is older than v{highest}, the highest this node has accepted "
+            f"(recorded in token {hsm.label}); refusing to go back"
+        )
+    return highest
+
+
+def install(hsm: HsmToken, path: str, doc: dict[str, Any], *, today: _dt.date, check_mode: bool) -> tuple[bool, int]:
+    """After :func:`verify`: refuse an expired list or a rollback, write the list (atomically) and raise the record.
+
+    Returns (changed, the highest version accepted before). The same version, body and MAC already in place and
+    recorded is left alone.
+    """
+    check_fresh(doc, today)
+    highest = check_not_older(hsm, doc)
     current = held(path)
     if current is not None:
-        have = int(current.get("version", 0))
-        if have > int(doc["version"]):
+        have = current.get("version")
+        if isinstance(have, int) and not isinstance(have, bool) and have > int(doc["version"]):
             raise BlacklistError(f"this node holds blacklist v{have}; refusing to go back to v{doc['version']}")
-        if have == int(doc["version"]) and body_bytes(current) == body_bytes(doc) and current.get("mac") == doc["mac"]:
-            return False
+    same_file = current is not None and body_bytes(current) == body_bytes(doc) and current.get("mac") == doc["mac"]
+    if same_file and highest == int(doc["version"]):
+        return False, highest
     if not check_mode:
-        target = Path(os.path.expanduser(path))
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        atomic_write(target, json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=True), 0o644)
-    return True
+        if int(doc["version"]) > highest:
+            _record(hsm, doc)  # first: a crash between the two leaves the door shut, not open
+        if not same_file:
+            target = Path(os.path.expanduser(path))
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            atomic_write(target, json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=True), 0o644)
+    return True, highest
+
+
+def station_list(hsm: HsmToken, path: str, *, today: _dt.date) -> dict[str, Any]:
+    """The SAM station's list, trusted only when present, MAC-verified under the province key, unexpired and not
+    older than the highest version the station accepted. Anything else stops the batch before any SAM."""
+    if not os.path.exists(os.path.expanduser(path)):
+        raise BlacklistError(
+            f"no SAM blacklist at {path}: no SAM is loaded without one; install it first "
+            "(playbooks/enforce_status.yml publishes and installs it)"
+        )
+    doc = held(path)
+    if doc is None:
+        raise BlacklistError(f"the SAM blacklist at {path} cannot be read; no SAM is loaded until it is replaced")
+    verify(hsm, doc, city_code=None)
+    check_fresh(doc, today)
+    check_not_older(hsm, doc)
+    return doc

@@ -18,6 +18,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.report impo
     build_report,
     collect,
     merge,
+    out_of_date,
     summary_text,
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import OpenBao
@@ -92,7 +93,12 @@ def enforcement_pass(params: Mapping[str, Any], connect: Callable[[], OpenBao], 
         finished_at=at,
         statuses=statuses,
         trigger=params["trigger"],
-        blacklist={"version": blacklist.get("version"), "entries": blacklist.get("entries", 0)}
+        blacklist={
+            "version": blacklist.get("version"),
+            "expires": blacklist.get("expires", ""),
+            "entries": blacklist.get("entries", 0),
+            "out_of_date": out_of_date(entries, int(blacklist.get("version") or 0)),
+        }
         if blacklist.get("version")
         else None,
         rotation=params["rotation"],

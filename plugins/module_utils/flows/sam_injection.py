@@ -594,20 +594,16 @@ def blacklist_refusal(entry: Mapping[str, str] | None) -> str | None:
 
 
 def verified_blacklist(tok: Any, path: str | None) -> dict[str, Mapping[str, str]]:
-    """The station's installed SAM blacklist, by serial, after its MAC is checked in the HSM.
+    """The station's installed SAM blacklist, by serial (flows/blacklist.py: station_list).
 
-    No file means no blacklist has been published yet. A file that fails its check stops the batch: loading keys
-    while unsure which SAMs were revoked is exactly the quiet misuse the blacklist exists to prevent.
+    It fails closed: no list, or one that is unreadable, fails its MAC, has expired or is older than the highest
+    version the station accepted, stops the batch - loading keys while unsure which SAMs were revoked is exactly
+    the quiet misuse the blacklist exists to prevent.
     """
     if not path:
-        return {}
-    doc = blacklist.held(path)
-    if doc is None:
-        if os.path.exists(os.path.expanduser(path)):
-            raise SamError(f"the SAM blacklist at {path} cannot be read; fix or remove it before loading SAMs")
-        return {}
+        raise SamError("no SAM blacklist path given; no SAM is loaded without a verified blacklist")
     try:
-        blacklist.verify(tok, doc, city_code=None)
+        doc = blacklist.station_list(tok, path, today=network_today())
     except BlacklistError as exc:
         raise SamError(f"the SAM blacklist at {path} is not trustworthy ({exc}); no SAM was loaded") from None
     return {str(entry["serial"]).upper(): entry for entry in doc.get("entries") or []}

@@ -10,11 +10,12 @@ Every SAM that is revoked or suspended - itself, or through its city operator or
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import hashlib
 import json
 from typing import Any
 
-from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import now
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import now, parse_day
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import BlacklistError
 
 FORMAT = "TUNION-SAMBL-1"
@@ -83,9 +84,28 @@ def body_bytes(doc: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def next_document(previous: dict[str, Any] | None, entries: list[dict[str, str]], issuer: str) -> dict[str, Any]:
-    """The unsigned document: the previous version when the list is unchanged, else version + 1."""
-    if previous and previous.get("entries") == entries and previous.get("issuer") == issuer:
+def next_document(
+    previous: dict[str, Any] | None,
+    entries: list[dict[str, str]],
+    issuer: str,
+    *,
+    today: _dt.date,
+    validity_days: int,
+) -> dict[str, Any]:
+    """The unsigned document, valid until ``today + validity_days`` (``expires``, under the MAC).
+
+    The previous version is kept only when its entries, issuer and expiry are all what this run would publish; any
+    change - a new day renews the expiry - is version + 1, so a node can always tell a newer list from an older one.
+    """
+    if isinstance(validity_days, bool) or not isinstance(validity_days, int) or validity_days < 1:
+        raise BlacklistError(f"validity_days {validity_days!r} is not a whole number of days >= 1; nothing published")
+    expires = (today + _dt.timedelta(days=validity_days)).isoformat()
+    if (
+        previous
+        and previous.get("entries") == entries
+        and previous.get("issuer") == issuer
+        and previous.get("expires") == expires
+    ):
         return {k: v for k, v in previous.items() if k != "mac"}
     version = int((previous or {}).get("version", 0)) + 1
     return {
@@ -93,9 +113,33 @@ def next_document(previous: dict[str, Any] | None, entries: list[dict[str, str]]
         "version": version,
         "issuer": issuer,
         "issued_at": now(),
+        "expires": expires,
         "entries": entries,
         "count": len(entries),
     }
+
+
+def expiry(doc: dict[str, Any]) -> _dt.date:
+    """The day the list stops being valid; a list without a well-formed ``expires`` is refused (fails closed)."""
+    try:
+        return parse_day(doc.get("expires") or "-")
+    except ValueError:
+        raise BlacklistError(
+            f"blacklist v{doc.get('version')} carries no valid expiry ({str(doc.get('expires'))[:40]!r}); "
+            "a list without one is never trusted"
+        ) from None
+
+
+def check_fresh(doc: dict[str, Any], today: _dt.date) -> _dt.date:
+    """Refuse a list on or after its ``expires`` day (docs/blacklist.md); return that day."""
+    expires = expiry(doc)
+    if today >= expires:
+        raise BlacklistError(
+            f"blacklist v{doc.get('version')} expired on {expires.isoformat()} (today is {today.isoformat()}): "
+            "OUT OF DATE - this node holds no valid SAM blacklist until the province publishes a new one "
+            "(playbooks/enforce_status.yml)"
+        )
+    return expires
 
 
 def fingerprint(doc: dict[str, Any]) -> str:

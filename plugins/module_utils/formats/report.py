@@ -203,7 +203,11 @@ def summary_text(report: dict[str, Any]) -> str:
         lines.append("  (none)")
     bl = report.get("blacklist") or {}
     if bl:
-        lines += ["", f"SAM blacklist: version {bl.get('version')}, {bl.get('entries', 0)} SAM(s)"]
+        expires = f", expires {bl['expires']}" if bl.get("expires") else ""
+        lines += ["", f"SAM blacklist: version {bl.get('version')}{expires}, {bl.get('entries', 0)} SAM(s)"]
+        stale = bl.get("out_of_date") or {}
+        lines.append("out of date (no valid, current SAM blacklist confirmed):" + ("" if stale else " (none)"))
+        lines += [f"  {host:<28} {why}" for host, why in sorted(stale.items())]
     lines += rotation_lines(report.get("rotation") or {})
     lines += ["", "parts:"]
     for entry in report["entries"]:
@@ -237,6 +241,20 @@ def _combine(host: str, parts: list[tuple[str, dict[str, Any] | None]], what: st
             if key in e:
                 merged[key] = e[key]
     return merged
+
+
+def out_of_date(entries: list[dict[str, Any]], version: int) -> dict[str, str]:
+    """Nodes and stations that did not confirm blacklist ``version`` on this run, and why (an expired list they
+    hold, a refusal, unreachable): each of them holds no list known to be valid and current."""
+    stale: dict[str, str] = {}
+    for entry in entries:
+        if entry.get("kind") != "node" or "SAM blacklist" not in str(entry.get("what", "")):
+            continue
+        if entry["state"] != "enforced":
+            stale[entry["name"]] = f"{entry['state']}: {entry.get('reason', '')}"[:300]
+        elif int(entry.get("version") or 0) < version:
+            stale[entry["name"]] = f"holds v{entry.get('version') or 0}, not v{version}"
+    return stale
 
 
 def collect(

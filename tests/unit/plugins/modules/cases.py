@@ -51,7 +51,13 @@ KNOWS_CITIES = {"distribution_plan", "openbao_city_revoke", "sam_blacklist_publi
 
 def blacklist_document() -> dict[str, Any]:
     """A well-formed blacklist (digest right, MAC made up): only the HSM could tell it is not genuine."""
-    doc: dict[str, Any] = {"format": FORMAT, "version": 1, "issuer": "GD-TUNION-PROVINCE", "entries": []}
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "version": 1,
+        "issuer": "GD-TUNION-PROVINCE",
+        "expires": "2099-01-01",
+        "entries": [],
+    }
     mac = {"digest": hashlib.sha256(body_bytes(doc)).hexdigest(), "cities": {"440100": {"kek_version": 1}}}
     mac["cities"]["440100"]["cmac"] = "00" * 16
     return {**doc, "mac": mac}
@@ -120,7 +126,14 @@ def base_args(name: str, tmp: Path) -> dict[str, Any]:
                 "path": str(tmp / "blacklist.json"),
             }
         case "sam_blacklist_publish":
-            return {**OPENBAO, **PKCS11, "cities": dict(CITIES), "statuses": {"cities": {}}, "sam_registry": registry}
+            return {
+                **OPENBAO,
+                **PKCS11,
+                "cities": dict(CITIES),
+                "statuses": {"cities": {}},
+                "sam_registry": registry,
+                "validity_days": 7,
+            }
         case "sam_info":
             return {"readers": ["*"], "registry": registry}
         case "sam_inject":

@@ -8,6 +8,7 @@ verification, observed registry) with the SAMs behind a PcscContext stand-in ins
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -207,9 +208,13 @@ def test_blacklisted_sam_refused_before_any_key_apdu(bench: Bench) -> None:
 
 
 def test_station_blacklist_is_checked_before_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails closed: no list is a refusal; the checks themselves are flows/test_blacklist.py's (station_list)."""
     from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import blacklist, sam_injection
 
-    assert sam_injection.verified_blacklist(None, str(tmp_path / "none.json")) == {}, "none published yet"
+    with pytest.raises(sam_injection.SamError, match="no SAM blacklist at"):
+        sam_injection.verified_blacklist(None, str(tmp_path / "none.json"))
+    with pytest.raises(sam_injection.SamError, match="no SAM blacklist path"):
+        sam_injection.verified_blacklist(None, None)
     path = tmp_path / "current.json"
     path.write_text('{"format": "x", "entries": [{"serial": "44010000000000000001"}]}')
 
@@ -219,8 +224,9 @@ def test_station_blacklist_is_checked_before_use(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(blacklist, "verify", tampered)
     with pytest.raises(sam_injection.SamError, match="not trustworthy"):
         sam_injection.verified_blacklist(None, str(path))
-    monkeypatch.setattr(blacklist, "verify", lambda tok, doc, city_code: None)
+    monkeypatch.setattr(blacklist, "station_list", lambda tok, path, today: json.loads(Path(path).read_text()))
     assert set(sam_injection.verified_blacklist(None, str(path))) == {"44010000000000000001"}
+    monkeypatch.undo()
     path.write_text("not json")
     with pytest.raises(sam_injection.SamError, match="cannot be read"):
         sam_injection.verified_blacklist(None, str(path))

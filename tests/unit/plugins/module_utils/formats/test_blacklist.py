@@ -1,10 +1,16 @@
 # Copyright: tunion-keyops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The SAM blacklist document: who is listed, versioning."""
+"""The SAM blacklist document: who is listed, versioning, expiry."""
 
 from __future__ import annotations
 
+import datetime as _dt
+
+import pytest
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import BlacklistError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.blacklist import (
+    body_bytes,
+    check_fresh,
     entries_for,
     next_document,
     sam_groups,
@@ -35,9 +41,55 @@ def test_sams_listed_through_city_holder_and_their_own_status() -> None:
     }
 
 
+DAY = _dt.date(2026, 12, 2)
+
+
 def test_version_rises_only_when_the_list_changes() -> None:
-    first = next_document(None, [], "GD")
-    assert first["version"] == 1
-    assert next_document(dict(first, mac={}), [], "GD") == first
+    first = next_document(None, [], "GD", today=DAY, validity_days=7)
+    assert first["version"] == 1 and first["expires"] == "2026-12-09"
+    assert next_document(dict(first, mac={}), [], "GD", today=DAY, validity_days=7) == first
     entries = entries_for(ROWS, statuses(), CITIES)
-    assert next_document(first, entries, "GD")["version"] == 2
+    assert next_document(first, entries, "GD", today=DAY, validity_days=7)["version"] == 2
+
+
+@pytest.mark.parametrize(
+    ("today", "validity"), [(DAY + _dt.timedelta(days=1), 7), (DAY, 3), (DAY - _dt.timedelta(days=1), 7)]
+)
+def test_a_new_day_or_period_renews_the_expiry_as_a_new_version(today: _dt.date, validity: int) -> None:
+    first = next_document(None, [], "GD", today=DAY, validity_days=7)
+    renewed = next_document(first, [], "GD", today=today, validity_days=validity)
+    assert renewed["version"] == 2
+    assert renewed["expires"] == (today + _dt.timedelta(days=validity)).isoformat()
+
+
+def test_a_list_published_before_expiries_existed_is_reissued_with_one() -> None:
+    legacy = {k: v for k, v in next_document(None, [], "GD", today=DAY, validity_days=7).items() if k != "expires"}
+    assert next_document(legacy, [], "GD", today=DAY, validity_days=7)["version"] == 2
+
+
+@pytest.mark.parametrize("validity", [0, -1, True, "7", 1.5])
+def test_validity_must_be_whole_days(validity: object) -> None:
+    with pytest.raises(BlacklistError, match="validity_days"):
+        next_document(None, [], "GD", today=DAY, validity_days=validity)  # type: ignore[arg-type]
+
+
+def test_expiry_is_under_the_body() -> None:
+    doc = next_document(None, [], "GD", today=DAY, validity_days=7)
+    assert b'"expires":"2026-12-09"' in body_bytes(doc)
+    assert body_bytes(doc) != body_bytes(dict(doc, expires="2099-12-31"))
+
+
+@pytest.mark.parametrize("offset", [0, 1, 30])
+def test_expired_on_and_after_its_day(offset: int) -> None:
+    doc = next_document(None, [], "GD", today=DAY, validity_days=7)
+    assert check_fresh(doc, DAY + _dt.timedelta(days=6)) == _dt.date(2026, 12, 9)
+    with pytest.raises(BlacklistError, match="OUT OF DATE"):
+        check_fresh(doc, DAY + _dt.timedelta(days=7 + offset))
+
+
+@pytest.mark.parametrize("expires", [None, "", "2026-12-9", "2026-12-09T00:00", "2026-13-01", 20261209, "never"])
+def test_a_list_without_a_proper_expiry_is_never_fresh(expires: object) -> None:
+    doc = next_document(None, [], "GD", today=DAY, validity_days=7)
+    doc["expires"] = expires
+    with pytest.raises(BlacklistError, match="no valid expiry"):
+        check_fresh(doc, DAY)
