@@ -513,6 +513,7 @@ class HsmToken:
                     Attribute.KEY_TYPE: kt,
                     Attribute.VALUE: bytes(component),
                     Attribute.TOKEN: False,
+                    Attribute.PRIVATE: False,  # transient; public so an SO session (trusted KEKs) can make it too
                     Attribute.SENSITIVE: True,
                     Attribute.EXTRACTABLE: False,
                     Attribute.ENCRYPT: method == "ecb",
@@ -577,6 +578,7 @@ class HsmToken:
                     store=False,
                     template={
                         Attribute.TOKEN: False,
+                        Attribute.PRIVATE: False,
                         Attribute.SENSITIVE: True,
                         Attribute.EXTRACTABLE: False,
                         Attribute.ENCRYPT: True,
@@ -599,6 +601,7 @@ class HsmToken:
                         store=False,
                         template={
                             Attribute.TOKEN: False,
+                            Attribute.PRIVATE: False,
                             Attribute.SENSITIVE: True,
                             Attribute.EXTRACTABLE: False,
                             cap: True,
