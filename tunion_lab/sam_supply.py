@@ -36,8 +36,8 @@ ISSUER_LABEL = key_label("internal", "sam_issuer", 1)
 BATCH_KEK_LABEL = key_label("internal", "sam_transport", 1)
 BATCH_KEK_CODE = 0x33
 PROVINCE_USER = "tunion-province"
-#: the lab's SAM manufacturer (the emulator), as the SO registers its RSA key in the province token
-MANUFACTURER = "lab-emulator"
+#: the lab's SAM manufacturer (the emulator): number 1, as the SO registers its RSA key in the province token
+MANUFACTURER = 1
 
 
 def manufacture_blobs(
@@ -48,13 +48,15 @@ def manufacture_blobs(
     token_label: str,
     user_pin: str,
     so_pin: str,
-    manufacturer: str = MANUFACTURER,
+    manufacturer: int = MANUFACTURER,
+    replace_manufacturer: bool = False,
 ) -> dict[str, Any]:
     """The province's side of manufacturing: each SAM's master key and the batch KEK, wrapped for the manufacturer
     (whose key the SO registers first)."""
     with hsm_session(library, token_label, None, so_pin=so_pin) as so:
         ensure_batch_kek(so, BATCH_KEK_LABEL, key_id("internal", BATCH_KEK_CODE, 1))
-        register_manufacturer(so, manufacturer, manufacturer_der)  # the SO vouches for the manufacturer's key
+        # the SO vouches for the manufacturer's key
+        register_manufacturer(so, manufacturer, manufacturer_der, replace=replace_manufacturer)
         kek_blob = export_batch_kek(so, BATCH_KEK_LABEL, manufacturer)
     with hsm_session(library, token_label, user_pin, rw=False) as tok:
         blobs = manufacture_master_keys(tok, ISSUER_LABEL, manufacturer, serials)

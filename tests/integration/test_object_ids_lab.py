@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.lab]
 CLASS_BYTES = {"consumption": 0x01, "recharge": 0x02, "internal": 0x03}
 RESERVED_CODES = {"kek": 0xF1, "transport_rsa": 0xF2}
 # The lab's SAM supplier's batch KEK (tunion_lab/sam_supply.py): a lab object outside the lab catalogue.
-LAB_CODES = {"sam_transport": 0x33}
+LAB_CODES = {"sam_transport": 0x33, "sam_manufacturer": 0x35}  # tunion_lab/sam_supply.py, pkcs11/sam_crypto.py
 LABEL_RE = re.compile(r"^(?P<cls>[a-z]+)\.(?P<type>[a-z][a-z0-9_]*)\.v(?P<ver>[0-9a-f]{2})\.(?P<holder>[a-z0-9-]+)$")
 
 # argv: library, token label (as _as_node passes them); the user PIN on stdin.

@@ -5,7 +5,6 @@ it, and in-process readers wired straight to them (the emulator's card logic, wi
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import deque
 from typing import Any
@@ -163,7 +162,7 @@ def make_cards(
         token_label=token_label,
         user_pin=USER_PIN,
         so_pin=SO_PIN,
-        manufacturer="test-" + hashlib.sha256(der).hexdigest()[:12],  # one manufacturer per test store
+        replace_manufacturer=True,  # each test store is a manufacturer with a key of its own
     )
     cards = []
     for sam in made["sams"]:

@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - pkcs11/session.py reports the missing 
     pass
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import HsmError, SamError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import key_id, key_label
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.algorithms import diversification_data
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pcsc.psam import (
     ALGORITHM_CODES,
@@ -299,44 +300,55 @@ def ensure_batch_kek(so_hsm: HsmToken, label: str, key_id: bytes | None = None) 
     return so_hsm.generate_secret("AES-128", label, key_id, policy), True
 
 
-#: the label under which the SO registers a SAM manufacturer's RSA public key (a trusted token object)
-def manufacturer_label(name: str) -> str:
-    if not name or not all(c.isalnum() or c in "-_" for c in name):
-        raise HsmError(f"SAM manufacturer name {name!r}: letters, digits, '-' and '_' only")
-    return f"internal.sam_manufacturer.{name}"
+#: type code of a SAM manufacturer's registered RSA public key (class internal; 0x33 and 0x34 are taken)
+MANUFACTURER_CODE = 0x35
+
+
+def manufacturer_label(number: int) -> str:
+    """``internal.sam_manufacturer.vNN.province``: the SO's registration of SAM manufacturer ``number`` (1..255)."""
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 255:
+        raise HsmError(f"SAM manufacturer number {number!r}: 1..255")
+    return key_label("internal", "sam_manufacturer", number)
 
 
 def _public_numbers(obj: Any) -> tuple[bytes, bytes]:
     return bytes(obj[Attribute.MODULUS]), bytes(obj[Attribute.PUBLIC_EXPONENT]).lstrip(b"\x00")
 
 
-def register_manufacturer(so_hsm: HsmToken, name: str, manufacturer_der: bytes) -> tuple[Any, bool]:
+def register_manufacturer(
+    so_hsm: HsmToken, number: int, manufacturer_der: bytes, *, replace: bool = False
+) -> tuple[Any, bool]:
     """In an SO session: register the SAM manufacturer's RSA public key as a trusted token object (CKA_TRUSTED).
 
-    Only a registered key ever receives a SAM master key or the batch KEK. A name already registered with another
-    key is refused: replacing a manufacturer's key is the SO's deliberate act (destroy the old object first).
+    Only a registered key ever receives a SAM master key or the batch KEK. A number already registered with another
+    key is refused unless ``replace``: replacing a manufacturer's key is the SO's deliberate act.
     """
-    label = manufacturer_label(name)
+    label = manufacturer_label(number)
     tpl = decode_rsa_public_key(manufacturer_der)
     want = (bytes(tpl[Attribute.MODULUS]), bytes(tpl[Attribute.PUBLIC_EXPONENT]).lstrip(b"\x00"))
     existing = so_hsm.find_key(label=label, object_class=ObjectClass.PUBLIC_KEY)
     if existing is not None:
-        if _public_numbers(existing) != want:
+        if _public_numbers(existing) == want:
+            return existing, False
+        if not replace:
             raise HsmError(
-                f"SAM manufacturer {name!r} is registered with another RSA key; the SO must retire the old one "
+                f"SAM manufacturer {number} is registered with another RSA key; the SO must retire the old one "
                 "before registering a new key"
             )
-        return existing, False
-    return so_hsm.import_rsa_public_key(manufacturer_der, label, trusted=True), True
+        so_hsm.destroy(existing)
+    key = so_hsm.import_rsa_public_key(
+        manufacturer_der, label, key_id("internal", MANUFACTURER_CODE, number), trusted=True
+    )
+    return key, True
 
 
-def registered_manufacturer(hsm: HsmToken, name: str) -> Any:
+def registered_manufacturer(hsm: HsmToken, number: int) -> Any:
     """The manufacturer's key the SO registered and marked trusted; anything else is refused (issue 10, item 3)."""
-    label = manufacturer_label(name)
+    label = manufacturer_label(number)
     pub = hsm.find_key(label=label, object_class=ObjectClass.PUBLIC_KEY)
     if pub is None:
         raise HsmError(
-            f"no SAM manufacturer {name!r} is registered in token {hsm.label!r}: the SO registers a manufacturer's "
+            f"no SAM manufacturer {number} is registered in token {hsm.label!r}: the SO registers a manufacturer's "
             "RSA key (trusted) before any SAM master key is exported to it; nothing was exported"
         )
     try:
@@ -357,14 +369,14 @@ def _rsa_wrap(pub: Any, key: Any, what: str) -> bytes:
         raise _p11(what, exc) from None
 
 
-def export_batch_kek(so_hsm: HsmToken, label: str, manufacturer: str) -> bytes:
+def export_batch_kek(so_hsm: HsmToken, label: str, manufacturer: int) -> bytes:
     """In an SO session: the batch KEK, RSA-OAEP wrapped under the registered manufacturer's key."""
     kek = so_hsm.get_key(label, check_validity=False)
     pub = registered_manufacturer(so_hsm, manufacturer)
     return _rsa_wrap(pub, kek, "wrapping the batch KEK for the SAM manufacturer")
 
 
-def manufacture_master_keys(hsm: HsmToken, issuer_label: str, manufacturer: str, serials: list[str]) -> list[bytes]:
+def manufacture_master_keys(hsm: HsmToken, issuer_label: str, manufacturer: int, serials: list[str]) -> list[bytes]:
     """In a user session: each new SAM's master key ``PBOC(issuer, serial)``, RSA-OAEP wrapped for the manufacturer.
 
     This is the province's side of SAM pre-personalisation: the clear master key exists only in the HSM and, once
@@ -387,6 +399,7 @@ def manufacture_master_keys(hsm: HsmToken, issuer_label: str, manufacturer: str,
 
 
 __all__ = [
+    "MANUFACTURER_CODE",
     "SamAuthenticationError",
     "SamCrypto",
     "SamKeys",

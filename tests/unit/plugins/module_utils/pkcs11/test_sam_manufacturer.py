@@ -14,6 +14,7 @@ import pytest
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import HsmError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.sam_crypto import (
     manufacture_master_keys,
+    manufacturer_label,
     register_manufacturer,
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import hsm_session
@@ -39,6 +40,7 @@ def rsa_pair() -> tuple[rsa.RSAPrivateKey, bytes]:
 
 GENUINE, GENUINE_DER = rsa_pair()
 ROGUE, ROGUE_DER = rsa_pair()
+GENUINE_NO, ROGUE_NO = 1, 2  # the manufacturer the SO registered; a number nobody registered
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def token() -> Iterator[None]:
         with hsm_session(SOFTHSM, LABEL, USER_PIN) as tok:
             provision_test_keys(tok, ["440100"])
         with hsm_session(SOFTHSM, LABEL, None, so_pin=SO_PIN) as so:
-            register_manufacturer(so, "genuine", GENUINE_DER)
+            register_manufacturer(so, GENUINE_NO, GENUINE_DER)
         yield
 
 
@@ -58,15 +60,28 @@ def user_session() -> pkcs11.Session:
 
 def test_the_registered_manufacturer_receives_master_keys(token: None) -> None:
     with hsm_session(SOFTHSM, LABEL, USER_PIN, rw=False) as tok:
-        blobs = manufacture_master_keys(tok, ISSUER_LABEL, "genuine", SERIALS)
+        blobs = manufacture_master_keys(tok, ISSUER_LABEL, GENUINE_NO, SERIALS)
     oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
     assert [len(GENUINE.decrypt(b, oaep)) for b in blobs] == [16, 16]
 
 
-@pytest.mark.parametrize("name", ["rogue", "nobody", "genuine2"])
-def test_an_unregistered_manufacturer_name_gets_nothing(token: None, name: str) -> None:
+@pytest.mark.parametrize("number", [2, 3, 255])
+def test_an_unregistered_manufacturer_gets_nothing(token: None, number: int) -> None:
     with hsm_session(SOFTHSM, LABEL, USER_PIN, rw=False) as tok, pytest.raises(HsmError, match="no SAM manufacturer"):
-        manufacture_master_keys(tok, ISSUER_LABEL, name, SERIALS)
+        manufacture_master_keys(tok, ISSUER_LABEL, number, SERIALS)
+
+
+@pytest.mark.parametrize("number", [0, 256, -1, True, "1"])
+def test_a_manufacturer_number_outside_1_255_is_refused(token: None, number: object) -> None:
+    with hsm_session(SOFTHSM, LABEL, USER_PIN, rw=False) as tok, pytest.raises(HsmError, match=r"1\.\.255"):
+        manufacture_master_keys(tok, ISSUER_LABEL, number, SERIALS)  # type: ignore[arg-type]
+
+
+def test_the_so_cannot_silently_replace_a_registered_key(token: None) -> None:
+    with hsm_session(SOFTHSM, LABEL, None, so_pin=SO_PIN) as so:
+        with pytest.raises(HsmError, match="registered with another RSA key"):
+            register_manufacturer(so, GENUINE_NO, ROGUE_DER)
+        assert register_manufacturer(so, GENUINE_NO, GENUINE_DER)[1] is False  # the same key: nothing to do
 
 
 def test_a_user_planted_key_under_a_manufacturer_label_is_refused(token: None) -> None:
@@ -78,17 +93,17 @@ def test_a_user_planted_key_under_a_manufacturer_label_is_refused(token: None) -
                 decode_rsa_public_key(ROGUE_DER)
                 | {Attribute.TOKEN: False, Attribute.LABEL: "x", Attribute.WRAP: True, Attribute.TRUSTED: True}
             )
-        for n in ("rogue", "genuine"):
+        for n in (ROGUE_NO, GENUINE_NO):
             s.create_object(
                 decode_rsa_public_key(ROGUE_DER)
-                | {Attribute.TOKEN: True, Attribute.LABEL: f"internal.sam_manufacturer.{n}", Attribute.WRAP: True}
+                | {Attribute.TOKEN: True, Attribute.LABEL: manufacturer_label(n), Attribute.WRAP: True}
             )
     try:
         with hsm_session(SOFTHSM, LABEL, USER_PIN, rw=False) as tok:
             with pytest.raises(HsmError, match="not marked trusted"):
-                manufacture_master_keys(tok, ISSUER_LABEL, "rogue", SERIALS)
-            with pytest.raises(HsmError):  # two objects under the genuine name: refused, never the first found
-                manufacture_master_keys(tok, ISSUER_LABEL, "genuine", SERIALS)
+                manufacture_master_keys(tok, ISSUER_LABEL, ROGUE_NO, SERIALS)
+            with pytest.raises(HsmError):  # two objects under the genuine label: refused, never the first found
+                manufacture_master_keys(tok, ISSUER_LABEL, GENUINE_NO, SERIALS)
     finally:
         with user_session() as s:
             for obj in s.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY}):
@@ -123,7 +138,7 @@ def test_a_master_key_made_the_projects_way_does_not_wrap_under_a_rogue_key(toke
         try:
             with pytest.raises(pkcs11.exceptions.PKCS11Error):
                 rogue.wrap_key(mk, mechanism=Mechanism.RSA_PKCS_OAEP)
-            genuine = s.get_key(label="internal.sam_manufacturer.genuine", object_class=ObjectClass.PUBLIC_KEY)
+            genuine = s.get_key(label=manufacturer_label(GENUINE_NO), object_class=ObjectClass.PUBLIC_KEY)
             assert genuine[Attribute.TRUSTED] is True
             assert len(genuine.wrap_key(mk, mechanism=Mechanism.RSA_PKCS_OAEP)) == 256
         finally:
