@@ -85,3 +85,7 @@ class PolicyError(TunionError, ValueError):
 
 class SamInjectionInvariantError(TunionError, RuntimeError):
     """Something the injection sequence relies on changed under it; the SAM is reported failed."""
+
+
+class BackupError(TunionError):
+    """A backup set cannot be made, or is refused for a restore (bad MAC, digest, share); nothing was written."""
