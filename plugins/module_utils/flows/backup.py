@@ -29,28 +29,13 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors impor
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats import backup_manifest as bm
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.component import Component
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.shares import Scheme, quorum_id
+from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11 import backup_crypto as p11
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.policy import KeyPolicy
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import HsmToken
 
 KEK_ALGORITHM = "AES-256"
 KEK_KCV_METHOD = "cmac"  # the catalogue's kcv_method for backup_kek
 STAGING_PREFIX = "restore-staging."
-#: attributes a restore sets from the manifest; the rest (local, always_sensitive, ...) the token decides
-RESTORED_ATTRIBUTES = (
-    "token",
-    "private",
-    "sensitive",
-    "extractable",
-    "wrap_with_trusted",
-    "trusted",
-    "encrypt",
-    "decrypt",
-    "sign",
-    "verify",
-    "wrap",
-    "unwrap",
-    "derive",
-)
 
 
 def kek_policy(*, token: bool = True) -> KeyPolicy:
@@ -180,10 +165,8 @@ def _session_key(hsm: HsmToken, usage: str) -> Any:
     return hsm.generate_secret(KEK_ALGORITHM, None, None, policy)
 
 
-def _wrap(kek: Any, key: Any) -> bytes:
-    from pkcs11 import Mechanism
-
-    return bytes(kek.wrap_key(key, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+def _wrap(kek: Any, key: Any, what: str = "a per-set key") -> bytes:
+    return p11.wrap_pad(kek, key, what)
 
 
 def _sha256(data: bytes) -> str:
@@ -206,9 +189,6 @@ def make_set(
     """Write one backup set at ``dest_dir/set_id`` (a temporary directory renamed into place: all or nothing).
 
     Returns the manifest (no key material: KCVs and wrapped blobs only)."""
-    from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import pkcs11_errors
-    from pkcs11 import Attribute, Mechanism
-
     kek = hsm.get_key(kek_label)
     kek_kcv = hsm.kcv(kek, KEK_KCV_METHOD).hex().upper()
     target = Path(dest_dir) / set_id
@@ -219,9 +199,7 @@ def make_set(
     files: dict[str, bytes] = {}
     keys: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    with pkcs11_errors("listing the token's objects"):
-        objects = list(hsm.session.get_objects({Attribute.TOKEN: True}))
-    for obj in objects:
+    for obj in p11.token_objects(hsm.session):
         info = hsm.describe(obj, with_kcv=False)
         label = info["label"]
         if label == kek_label:
@@ -230,28 +208,20 @@ def make_set(
         entry: dict[str, Any] = {k: info[k] for k in ("label", "id", "object_class", "key_type", "algorithm")}
         entry |= {"not_before": info["not_before"], "not_after": info["not_after"], "attributes": info["attributes"]}
         if cls == "public_key":
-            with pkcs11_errors(f"reading public key {label}"):
-                entry["public"] = {
-                    "modulus": bytes(obj[Attribute.MODULUS]).hex(),
-                    "public_exponent": bytes(obj[Attribute.PUBLIC_EXPONENT]).hex(),
-                }
+            entry["public"] = p11.rsa_public(obj, label)
         elif cls == "secret_key" and info["attributes"].get("extractable"):
             entry["kcv"] = hsm.kcv(obj).hex().upper()  # before wrapping
             entry["kcv_method"] = "ecb"
             name = f"keys/{len([k for k in keys if 'entry' in k]):04d}.bin"
-            with pkcs11_errors(f"wrapping {label} under the backup KEK"):
-                files[name] = _wrap(kek, obj)
+            files[name] = _wrap(kek, obj, label)
             entry["entry"] = name
         else:
             skipped.append({"label": label, "object_class": cls, "reason": "not extractable: the token keeps it"})
             continue
         keys.append(entry)
     if snapshot is not None:
-        iv = bytes(hsm.session.generate_random(128))
-        with pkcs11_errors("encrypting the OpenBao snapshot"):
-            files[bm.SNAPSHOT] = iv + bytes(
-                data_key.encrypt(snapshot, mechanism=Mechanism.AES_CBC_PAD, mechanism_param=iv)
-            )
+        iv = p11.random_bytes(hsm.session, 16)
+        files[bm.SNAPSHOT] = iv + p11.encrypt_cbc_pad(data_key, snapshot, iv)
     state: dict[str, str] = {}
     for name, path in sorted(state_files.items()):
         entry_name = bm.check_entry_name(f"state/{name}")
@@ -362,79 +332,45 @@ def _unwrap_session(hsm: HsmToken, kek: Any, blob_hex: str, usage: str) -> Any:
 
 
 def decrypt_snapshot(hsm: HsmToken, kek: Any, verified: VerifiedSet) -> bytes | None:
-    from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import pkcs11_errors
-    from pkcs11 import Mechanism
-
+    """The OpenBao snapshot of a verified set, decrypted in the HSM under the set's data key."""
     name = verified.manifest.get("snapshot")
     if not name:
         return None
     data = verified.files[name]
     data_key = _unwrap_session(hsm, kek, verified.manifest["data_key_wrapped"], "encrypt")
     try:
-        with pkcs11_errors("decrypting the OpenBao snapshot"):
-            return bytes(data_key.decrypt(data[16:], mechanism=Mechanism.AES_CBC_PAD, mechanism_param=data[:16]))
+        return p11.decrypt_cbc_pad(data_key, data[16:], data[:16])
     finally:
         hsm.destroy(data_key)
 
 
-def _template(entry: Mapping[str, Any], label: str) -> dict[Any, Any]:
-    from pkcs11 import Attribute
-
+def _restores_in_so_session(entry: Mapping[str, Any]) -> bool:
+    """Trusted and public objects (the city KEKs, RSA public keys) are made by the SO; the rest by the user."""
     attrs = entry.get("attributes", {})
-    tpl: dict[Any, Any] = {getattr(Attribute, a.upper()): bool(attrs[a]) for a in RESTORED_ATTRIBUTES if a in attrs}
-    tpl[Attribute.LABEL] = label
-    tpl[Attribute.ID] = bytes.fromhex(entry.get("id") or "")
-    for field_name, attr in (("not_before", Attribute.START_DATE), ("not_after", Attribute.END_DATE)):
-        if entry.get(field_name):
-            tpl[attr] = _dt.date.fromisoformat(entry[field_name])
-    return tpl
+    return bool(attrs.get("trusted")) or not attrs.get("private", True)
 
 
-def restore_keys(hsm: HsmToken, kek: Any, verified: VerifiedSet, *, trusted: bool) -> list[dict[str, Any]]:
-    """Unwrap the set's keys of one kind (``trusted``: the public trusted KEKs, in an SO session; else the rest,
-    in a user session) under staging labels, each KCV checked. Returns what was staged; on any failure every
-    object staged here is destroyed and the error raised."""
-    from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import pkcs11_errors
-    from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
-
+def restore_keys(hsm: HsmToken, kek: Any, verified: VerifiedSet, *, so_session: bool) -> list[dict[str, Any]]:
+    """Put the set's keys of one kind (see :func:`_restores_in_so_session`) into the token under staging labels,
+    each secret key's KCV checked against the manifest. On any failure every object staged here is destroyed."""
     staged: list[tuple[Any, dict[str, Any]]] = []
     try:
         for entry in verified.manifest["keys"]:
-            is_trusted = bool(entry.get("attributes", {}).get("trusted")) or not entry["attributes"].get(
-                "private", True
-            )
-            if is_trusted != trusted:
+            if _restores_in_so_session(entry) != so_session:
                 continue
             label = entry["label"]
-            tpl = _template(entry, STAGING_PREFIX + label)
             if entry["object_class"] == "public_key":
-                tpl |= {
-                    Attribute.CLASS: ObjectClass.PUBLIC_KEY,
-                    Attribute.KEY_TYPE: KeyType.RSA,
-                    Attribute.MODULUS: bytes.fromhex(entry["public"]["modulus"]),
-                    Attribute.PUBLIC_EXPONENT: bytes.fromhex(entry["public"]["public_exponent"]),
-                }
-                for a in (Attribute.SENSITIVE, Attribute.EXTRACTABLE, Attribute.WRAP_WITH_TRUSTED, Attribute.PRIVATE):
-                    tpl.pop(a, None)
-                tpl[Attribute.PRIVATE] = False
-                with pkcs11_errors(f"restoring public key {label}"):
-                    staged.append((hsm.session.create_object(tpl), entry))
+                staged.append((p11.restore_public_key(hsm.session, entry, STAGING_PREFIX + label), entry))
                 continue
-            kt = KeyType.AES if str(entry.get("key_type")) == "AES" else KeyType[str(entry.get("key_type"))]
-            with pkcs11_errors(f"unwrapping {label} from the backup set"):
-                obj = kek.unwrap_key(
-                    ObjectClass.SECRET_KEY,
-                    kt,
-                    verified.files[entry["entry"]],
-                    mechanism=Mechanism.AES_KEY_WRAP_PAD,
-                    store=True,
-                    template=tpl,
-                )
+            try:
+                obj = p11.restore_secret_key(kek, verified.files[entry["entry"]], entry, STAGING_PREFIX + label)
+            except ValueError as exc:
+                raise BackupError(f"{exc}; refusing the set") from None
             staged.append((obj, entry))
             got = hsm.kcv(obj).hex().upper()
             if len(entry.get("kcv") or "") != 6 or not hmac.compare_digest(got, entry["kcv"]):
                 raise BackupError(f"{label}: restored key's KCV {got} is not the manifest's {entry.get('kcv')}")
-        return [dict(e) | {"staged": True} for _, e in staged]
+        return [{k: e.get(k) for k in ("label", "id", "object_class", "algorithm", "kcv")} for _, e in staged]
     except BaseException:
         for obj, _ in staged:
             hsm.destroy(obj)
@@ -443,25 +379,18 @@ def restore_keys(hsm: HsmToken, kek: Any, verified: VerifiedSet, *, trusted: boo
 
 def commit_staged(hsm: HsmToken) -> list[str]:
     """Give every staged object its real label (the last step of a restore)."""
-    from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import pkcs11_errors
-    from pkcs11 import Attribute
-
     done = []
-    for obj in hsm.list_keys():
-        with pkcs11_errors("reading a label"):
-            label = obj[Attribute.LABEL]
+    for obj in p11.token_objects(hsm.session):
+        label = p11.label_of(obj)
         if label.startswith(STAGING_PREFIX):
-            with pkcs11_errors(f"relabelling {label}"):
-                obj[Attribute.LABEL] = label[len(STAGING_PREFIX) :]
+            p11.set_label(obj, label[len(STAGING_PREFIX) :])
             done.append(label[len(STAGING_PREFIX) :])
     return done
 
 
 def destroy_staged(hsm: HsmToken) -> None:
-    from pkcs11 import Attribute
-
-    for obj in hsm.list_keys():
-        if str(obj[Attribute.LABEL]).startswith(STAGING_PREFIX):
+    for obj in p11.token_objects(hsm.session):
+        if p11.label_of(obj).startswith(STAGING_PREFIX):
             hsm.destroy(obj)
 
 

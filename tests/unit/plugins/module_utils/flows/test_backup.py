@@ -122,11 +122,11 @@ def _restore(path: str, shares: dict[str, Component], label: str = "dst") -> dic
         kek = backup.session_kek(tok, parts, kcvs, manifest["backup_kek"]["kcv"])
         verified = backup.verify_set(tok, kek, path)
         snap = backup.decrypt_snapshot(tok, kek, verified)
-        private = backup.restore_keys(tok, kek, verified, trusted=False)
+        private = backup.restore_keys(tok, kek, verified, so_session=False)
     try:
         with hsm_session(SOFTHSM, label, None, so_pin=SO_PIN) as so:
             kek = backup.session_kek(so, parts, kcvs, manifest["backup_kek"]["kcv"])
-            public = backup.restore_keys(so, kek, verified, trusted=True)
+            public = backup.restore_keys(so, kek, verified, so_session=True)
             backup.store_kek(so, parts, kcvs, label=KEK_LABEL, key_id=b"\x32\x02", kcv=manifest["backup_kek"]["kcv"])
     except BaseException:
         with hsm_session(SOFTHSM, label, USER_PIN) as tok:
