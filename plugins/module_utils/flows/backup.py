@@ -14,7 +14,6 @@ No clear key ever passes through here except the custodians' components (which a
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import hmac
 import json
@@ -184,7 +183,7 @@ def make_set(
     software_version: str,
     snapshot: bytes | None,
     state_files: Mapping[str, str],
-    now: _dt.datetime,
+    created: str,
 ) -> dict[str, Any]:
     """Write one backup set at ``dest_dir/set_id`` (a temporary directory renamed into place: all or nothing).
 
@@ -231,7 +230,7 @@ def make_set(
     manifest: dict[str, Any] = {
         "format": bm.FORMAT,
         "set_id": set_id,
-        "created": now.isoformat(),
+        "created": created,
         "operator": operator,
         "software_version": software_version,
         "token_label": hsm.label,

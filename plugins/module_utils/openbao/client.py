@@ -191,6 +191,23 @@ class OpenBao:
         )
         return list(answer["data"]["keys"]) if answer is not None else []
 
+    # ---- raft snapshots (backup and restore, 粤交〔2019〕11号 第十四条)
+    def raft_snapshot(self) -> bytes:
+        """The raft snapshot (``GET sys/storage/raft/snapshot``): OpenBao's whole storage, still under its barrier."""
+        with translated("taking a raft snapshot", self.url):
+            response = self.client.sys.take_raft_snapshot()
+            response.raise_for_status()
+            return bytes(response.content)
+
+    def raft_restore(self, snapshot: bytes, *, force: bool) -> None:
+        """Install a raft snapshot. ``force`` (``snapshot-force``) is what a new cluster needs: its keys differ from
+        the snapshot's, and afterwards it unseals with the snapshot's cluster's keys and tokens."""
+        func = self.client.sys.force_restore_raft_snapshot if force else self.client.sys.restore_raft_snapshot
+        with translated("restoring a raft snapshot", self.url):
+            response = func(snapshot)
+            if hasattr(response, "raise_for_status"):
+                response.raise_for_status()
+
     def close(self) -> None:
         """What a module calls when it ends (base.TunionModule.opened)."""
         self.revoke_self()

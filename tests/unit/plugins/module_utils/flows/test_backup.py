@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import BackupError, TunionError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import backup
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.restore import restore_set
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.component import Component
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.shares import Scheme
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.policy import KeyPolicy
@@ -97,7 +99,7 @@ def province(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
                 software_version="0.1.0",
                 snapshot=b"raft snapshot bytes" * 100,
                 state_files={"registry.sqlite": str(state)},
-                now=_dt.datetime(2026, 12, 2, tzinfo=_dt.UTC),
+                created="2026-12-02T04:00:00Z",
             )
         shares = {c: Component(p.hex(), k.hex()) for c, q, p, k in parts}
         by_quorum = {q: {c: Component(p.hex(), k.hex()) for c, qq, p, k in parts if qq == q} for q in SCHEME.quorums}
@@ -112,29 +114,23 @@ def province(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         }
 
 
-def _restore(path: str, shares: dict[str, Component], label: str = "dst") -> dict[str, Any]:
-    """The restore sequence of the restore module: verify in user session, stage both kinds, commit."""
-    with hsm_session(SOFTHSM, label, USER_PIN) as tok:
-        if tok.list_keys():
-            raise BackupError("target token is not empty")
-        _, parts, kcvs = backup.quorum_parts(SCHEME, shares, tok)
-        _body, _, manifest, _ = backup.read_set(path)
-        kek = backup.session_kek(tok, parts, kcvs, manifest["backup_kek"]["kcv"])
-        verified = backup.verify_set(tok, kek, path)
-        snap = backup.decrypt_snapshot(tok, kek, verified)
-        private = backup.restore_keys(tok, kek, verified, so_session=False)
-    try:
-        with hsm_session(SOFTHSM, label, None, so_pin=SO_PIN) as so:
-            kek = backup.session_kek(so, parts, kcvs, manifest["backup_kek"]["kcv"])
-            public = backup.restore_keys(so, kek, verified, so_session=True)
-            backup.store_kek(so, parts, kcvs, label=KEK_LABEL, key_id=b"\x32\x02", kcv=manifest["backup_kek"]["kcv"])
-    except BaseException:
-        with hsm_session(SOFTHSM, label, USER_PIN) as tok:
-            backup.destroy_staged(tok)
-        raise
-    with hsm_session(SOFTHSM, label, USER_PIN) as tok:
-        backup.commit_staged(tok)
-    return {"snapshot": snap, "keys": private + public}
+def _restore(path: str, shares: dict[str, Component], label: str = "dst", **kw: Any) -> dict[str, Any]:
+    """The restore module's sequence (flows/restore.py) onto the scratch token ``label``."""
+    snapshots: list[bytes] = []
+    report = restore_set(
+        lambda so: hsm_session(SOFTHSM, label, None, so_pin=SO_PIN) if so else hsm_session(SOFTHSM, label, USER_PIN),
+        set_path=path,
+        scheme=SCHEME,
+        shares=shares,
+        kek_label=KEK_LABEL,
+        kek_id=b"\x32\x02",
+        known_dir=kw.get("known_dir"),
+        force_older=kw.get("force_older", False),
+        state_files=kw.get("state_files", {}),
+        restore_snapshot=snapshots.append,
+        check_mode=False,
+    )
+    return report | {"snapshot": snapshots[0] if snapshots else None}
 
 
 @pytest.fixture
@@ -148,7 +144,10 @@ def fresh() -> Iterator[None]:
 
 def test_restore_brings_back_every_key(province: dict[str, Any], fresh: None) -> None:
     shares = province["quorums"][("bob", "carol")]
-    result = _restore(province["set"], shares)
+    state = province["dir"] / "restored" / "registry.sqlite"
+    result = _restore(province["set"], shares, state_files={"registry.sqlite": str(state)})
+    assert state.read_bytes() == b"observed registry bytes"
+    assert result["state_restored"] == ["registry.sqlite"]
     assert result["snapshot"] == b"raft snapshot bytes" * 100
     with hsm_session(SOFTHSM, "dst", USER_PIN) as tok:
         for label, kcv in province["kcvs"].items():
@@ -244,7 +243,7 @@ def test_wrong_share_is_named_and_too_few_are_refused(province: dict[str, Any], 
 def test_non_empty_target_is_refused(province: dict[str, Any], fresh: None) -> None:
     with hsm_session(SOFTHSM, "dst", USER_PIN) as tok:
         tok.generate_secret("AES-128", "other.key.v01.province", None, KeyPolicy(usage="mac"))
-    with pytest.raises(BackupError, match="not empty"):
+    with pytest.raises(BackupError, match="is not empty"):
         _restore(province["set"], province["quorums"][("alice", "bob")])
     assert [label for label, _ in _objects("dst")] == ["other.key.v01.province"]
 
@@ -275,3 +274,19 @@ def test_the_set_alone_opens_nothing(province: dict[str, Any]) -> None:
                 if path.is_file():
                     assert share.value.encode() not in path.read_bytes()
                     assert bytes.fromhex(share.value) not in path.read_bytes()
+
+
+def test_older_set_is_refused_unless_forced(province: dict[str, Any], fresh: None, tmp_path: Path) -> None:
+    known = tmp_path / "known"
+    shutil.copytree(province["set"], known / "set-1")
+    newer = known / "set-2"
+    newer.mkdir()
+    manifest = dict(province["manifest"], set_id="set-2", created="2027-01-01T00:00:00Z")
+    manifest["keys"] = [*manifest["keys"], {"label": "recharge.load.v02.province"}]
+    (newer / "manifest.json").write_text(json.dumps(manifest))
+    shares = province["quorums"][("alice", "bob")]
+    with pytest.raises(BackupError, match=r"older than the newest known: set-2 .* recharge\.load\.v02\.province"):
+        _restore(str(known / "set-1"), shares, known_dir=str(known))
+    assert _objects("dst") == []
+    report = _restore(str(known / "set-1"), shares, known_dir=str(known), force_older=True)
+    assert report["older_than"][0]["keys_missing"] == ["recharge.load.v02.province"]
