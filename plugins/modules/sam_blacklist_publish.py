@@ -10,10 +10,10 @@ description:
   - Lists every SAM that is revoked or suspended - by its own status (SAM registry or O(statuses)), or through its
     city operator or holder (粤交〔2019〕11号 第十七条). The format is in docs/blacklist.md.
   - Each list is valid for O(validity_days) from O(today) (its C(expires) day, under the MACs). Nodes and SAM
-    stations refuse it from that day on, so the province republishes on every run: a run on a new day renews the
-    expiry. The version goes up whenever the document changes (entries or expiry).
-  - The document is stored in OpenBao at C(province/blacklist)
-    (every version kept) and returned, for M(tunion.keymgmt.sam_blacklist_install) to put on every active node.
+    stations refuse it from that day on, so the province republishes on every run (a run on a new day renews the
+    expiry). The version goes up whenever the document changes (entries or expiry).
+  - The document is stored in OpenBao at C(province/blacklist) (every version kept) and returned, for
+    M(tunion.keymgmt.sam_blacklist_install) to put on every active node.
   - MACs are computed inside the province HSM - one under the province's blacklist MAC key (created on first use,
     AES-256, never extractable), one per active city under a key derived from that city's KEK.
 extends_documentation_fragment:

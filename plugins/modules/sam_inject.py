@@ -75,7 +75,8 @@ options:
     description:
       - The SAM blacklist installed on this station by C(playbooks/enforce_status.yml) (docs/blacklist.md).
       - Its MAC is checked in the HSM first; a SAM it lists is refused before any key APDU (粤交〔2019〕11号 第十七条).
-        A blacklist that fails its check stops the batch. No file means none has been published yet.
+        No list, or one that fails its check, has expired or is older than the highest version this station
+        accepted, stops the batch before any SAM (the blacklist fails closed).
     type: path
     default: ~/sam-blacklist/current.json
   station:

@@ -33,6 +33,7 @@ STATION_FILE = LAB_DIR / "nodes" / STATION_USER / "sam-blacklist" / "current.jso
 CITY = "guangzhou"
 CITY_CODE = "440100"
 CITY_FILE = LAB_DIR / "nodes" / f"city-{CITY}" / "sam-blacklist" / "current.json"
+SAMS = ("44440100000000000019", "44440100000000000020")  # revoked for a while by the station test
 
 
 def _day(offset: int) -> str:
@@ -56,7 +57,10 @@ def _inject() -> AnsibleRun:
 
 def _published(version: int) -> dict[str, Any]:
     kv = province_client().secrets.kv.v2
-    return kv.read_secret_version("province/blacklist", version=version, mount_point=MOUNT)["data"]["data"]
+    read = kv.read_secret_version(
+        "province/blacklist", version=version, mount_point=MOUNT, raise_on_deleted_version=True
+    )
+    return read["data"]["data"]
 
 
 def _canonical(doc: dict[str, Any]) -> bytes:
@@ -70,19 +74,23 @@ def fresh(ws: RevocationWorkspace) -> Any:
     assert _enforce(ws).returncode == 0
     yield ws
     STATION_FILE.unlink(missing_ok=True)  # whatever the attack left there; the run below writes the genuine one
-    run = _enforce(ws)
+    active = {"status": "active", "reason": "test restore", "date": today()}
+    run = _enforce(ws, "-e", ws.status_vars(sams=dict.fromkeys(SAMS, active)))
     assert run.returncode == 0, run.stdout[-3000:]
-    assert node_blacklist(CITY)["expires"] == _day(7)
+    assert node_blacklist(CITY)["expires"] == _day(7) and node_blacklist(CITY)["entries"] == []
 
 
 def test_station_refuses_to_inject_without_a_list_or_with_a_genuine_older_one(fresh: RevocationWorkspace) -> None:
     older = json.loads(STATION_FILE.read_text())
     assert older["expires"] == _day(7)
-    # a run on the next day renews the list: a new version, accepted and recorded everywhere
-    renewed = _enforce(fresh, "-e", f"status_now={_day(1)}")
+    # a run on the next day, with two SAMs revoked, renews the list: a new version, accepted and recorded everywhere
+    revoked = {"status": "revoked", "reason": "test: fail closed", "date": today()}
+    sams = fresh.status_vars(sams=dict.fromkeys(SAMS, revoked))
+    renewed = _enforce(fresh, "-e", sams, "-e", f"status_now={_day(1)}")
     assert renewed.returncode == 0, renewed.stdout[-3000:]
     current = json.loads(STATION_FILE.read_text())
     assert current["version"] == older["version"] + 1 and current["expires"] == _day(8)
+    assert len(current["entries"]) == 2
 
     os.remove(STATION_FILE)  # 1. the list deleted: no SAM is loaded
     run = _inject()
@@ -99,14 +107,19 @@ def test_station_refuses_to_inject_without_a_list_or_with_a_genuine_older_one(fr
         doc["mac"]["digest"] = hashlib.sha256(_canonical(doc)).hexdigest()
         return doc
 
-    fake = {"serial": "44010000000000000099", "city_code": CITY_CODE, "holder": "x", "status": "revoked"}
-    two = [dict(fake, serial="44010000000000000098"), fake]
+    def changed(**fields: Any) -> dict[str, Any]:
+        return dict(copy.deepcopy(current), **fields)
+
+    first, second = current["entries"]
     forgeries = {
-        "expiry pushed out": dict(copy.deepcopy(current), expires="2099-12-31"),
-        "expiry pushed out, digest redone": redigest(dict(copy.deepcopy(current), expires="2099-12-31")),
-        "version raised, digest redone": redigest(dict(copy.deepcopy(current), version=current["version"] + 5)),
-        "entries dropped, digest redone": redigest(dict(copy.deepcopy(current), entries=[], count=0)),
-        "entries reordered, digest redone": redigest(dict(copy.deepcopy(current), entries=two[::-1], count=2)),
+        "expiry pushed out": changed(expires="2099-12-31"),
+        "expiry pushed out, digest redone": redigest(changed(expires="2099-12-31")),
+        "expiry a day later, digest redone": redigest(changed(expires=_day(9))),
+        "version raised, digest redone": redigest(changed(version=current["version"] + 5)),
+        "entries dropped, digest redone": redigest(changed(entries=[], count=0)),
+        "one entry dropped, digest redone": redigest(changed(entries=[second], count=1)),
+        "entries reordered, digest redone": redigest(changed(entries=[second, first])),
+        "a status softened, digest redone": redigest(changed(entries=[dict(first, status="suspended"), second])),
         "province MAC removed": {**copy.deepcopy(current), "mac": {"digest": current["mac"]["digest"]}},
     }
     for name, doc in forgeries.items():
