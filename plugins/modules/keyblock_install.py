@@ -16,6 +16,11 @@ description:
     block fails the task and installs nothing.
   - Unwraps the keys the token lacks into it (sensitive, never extractable), and writes the installed KCVs, per key
     type and version, to C(cities/<city>/status) for the province to compare.
+  - Each key gets only what the block's MAC-verified mode of use names - C(X) derive (PBOC masters and issuer keys),
+    C(C) sign and verify (a MAC key used as it is) - never C(CKA_ENCRYPT), so the city PIN cannot compute card
+    keys as data; and the block's validity as C(CKA_START_DATE)/C(CKA_END_DATE).
+  - A key an older install left with other capabilities or without dates is destroyed and installed again from its
+    verified block (RV(replaced)); in check mode that is the drift report.
   - Destroys the city's keys that no block carries any more (retired, revoked or withdrawn versions); its KEKs and
     RSA transport pair are never touched here.
   - A second run with nothing new changes nothing - blocks whose key is already in the token with the same KCV are
@@ -45,6 +50,15 @@ installed:
   elements: str
   returned: always
   sample: ["consumption.purchase.v01.city-440100"]
+replaced:
+  description:
+    - Keys whose attributes differed from the installed policy (a capability such as C(CKA_ENCRYPT), no validity
+      dates) and that this run destroyed and installed again from their verified block; in check mode, those it
+      would. Each with the differences found.
+  type: list
+  elements: dict
+  returned: when the city's blocks were checked
+  sample: [{"label": "recharge.load.v01.city-440100", "drift": ["CKA_ENCRYPT True", "validity None..None"]}]
 retired:
   description:
     - Keys destroyed because no block carries them any more (a version retired after a rotation, revoked, or no
@@ -107,6 +121,7 @@ def run(module: TunionModule) -> dict[str, Any]:
             ([f"KEK v{kek_info['version']} ({kek_info['kcv']})\n"] if result["kek_installed"] else [])
             + [f"{label}\n" for label in installed]
             + [f"{label}: CKA_ID set\n" for label in result.get("ids_set") or []]
+            + [f"{r['label']}: replaced ({', '.join(r['drift'])})\n" for r in result.get("replaced") or []]
         )
         gone = "".join(f"{d['label']} ({d.get('kcv', '')})\n" for d in result.get("retired") or [])
         result["diff"] = {"before": gone, "after": "".join(lines)}

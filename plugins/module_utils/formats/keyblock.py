@@ -45,6 +45,21 @@ ALGORITHM_CODE = {"3DES-2KEY": "T", "3DES-3KEY": "T", "AES-128": "A", "AES-192":
 KEY_LENGTH = {"3DES-2KEY": 16, "3DES-3KEY": 24, "AES-128": 16, "AES-192": 24, "AES-256": 32, "SM4": 16}
 
 
+# Mode of use (header byte 8, TR-31): what the city's HSM may do with the key it installs, so the narrowest
+# capability each key needs travels under the MAC. 'X': derive other keys only (PBOC masters and issuer-level keys:
+# card keys are derived, never computed as data); 'C': generate and verify MACs (a MAC key used as it is, load_auth).
+MODES_OF_USE: dict[str, tuple[str, ...]] = {"X": ("derive",), "C": ("sign", "verify")}
+
+
+def mode_of_use_for(capabilities: dict[str, bool]) -> str:
+    """The mode of use of a key from its capabilities in the province token: derive -> 'X', sign -> 'C'."""
+    if capabilities.get("derive"):
+        return "X"
+    if capabilities.get("sign"):
+        return "C"
+    raise KeyBlockError("the key can neither derive nor MAC: no mode of use a city may receive it with")
+
+
 # Optional block identifiers (2 printable characters, then 2 hex digits of length, then data).
 OPT_KEY_TYPE, OPT_CLASS, OPT_ALGORITHM, OPT_KCV = "KT", "CL", "AL", "KC"
 
@@ -112,7 +127,8 @@ class KeyBlockHeader:
     kek_kcv: str
     #: the catalogue's one-byte type code (CKA_ID); None only in a block published before blocks carried it
     type_code: int | None = None
-    mode_of_use: str = "X"  # TR-31 'X': key used to derive other keys (PBOC master keys are diversified)
+    #: TR-31 mode of use (MODES_OF_USE): 'X' derive only (PBOC masters are diversified), 'C' MAC key
+    mode_of_use: str = "X"
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     def validate(self, *, issuing: bool = False) -> None:  # noqa: PLR0912 - one check per field, each its message
@@ -143,8 +159,8 @@ class KeyBlockHeader:
                 problems.append(f"validity ends ({self.not_after}) before it starts ({self.not_before})")
         except ValueError as exc:
             problems.append(str(exc))
-        if len(self.mode_of_use) != 1:
-            problems.append("mode_of_use is one character")
+        if self.mode_of_use not in MODES_OF_USE:
+            problems.append(f"mode of use {self.mode_of_use!r} is not one of {sorted(MODES_OF_USE)}")
         if problems:
             raise KeyBlockError("key block header refused: " + "; ".join(problems))
 

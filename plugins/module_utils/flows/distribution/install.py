@@ -22,11 +22,13 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.blocks import fetch_blocks
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import (
+    INSTALLED_POLICY,
     HsmKeyOps,
     fingerprint,
     installed_policy,
     kcv_hex,
     kek_policy,
+    policy_drift,
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.holder_keys import destroy_holder_objects
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats import keyblock
@@ -101,6 +103,10 @@ class VerifiedBlock:
     key_id: bytes | None = None
     #: the object already in the token (installed), whose CKA_ID may need setting
     existing: Any = None
+    #: an object of an older install whose attributes differ from installed_policy (e.g. CKA_ENCRYPT, no dates):
+    #: destroyed and installed again from this verified block
+    replaces: Any = None
+    drift: tuple[str, ...] = ()
 
 
 def verify_blocks(
@@ -141,13 +147,8 @@ def verify_blocks(
         if header.type_code is not None:
             object_id = key_id(header.key_class, header.type_code, header.version, city_holder(city_code))
         existing = hsm.find_key(label=label)
-        if existing is not None:
-            have = kcv_hex(hsm, existing)
-            if have != header.kcv:
-                raise DistributionError(
-                    f"city {city}: token holds {label} with KCV {have} but the province's block says {header.kcv}; "
-                    "a key version never changes value: nothing installed, tell the province"
-                )
+        drift = _existing_drift(hsm, city, label, header, existing)
+        if existing is not None and not drift:
             verified.append(VerifiedBlock(name, parsed, label, True, object_id, existing))
             continue
         probe = hsm.unwrap(
@@ -167,8 +168,21 @@ def verify_blocks(
                 f"city {city}, block {name}: unwrapped key has KCV {have}, the header says {header.kcv}; "
                 "nothing installed"
             )
-        verified.append(VerifiedBlock(name, parsed, label, False, object_id))
+        verified.append(VerifiedBlock(name, parsed, label, False, object_id, replaces=existing, drift=tuple(drift)))
     return verified
+
+
+def _existing_drift(hsm: HsmToken, city: str, label: str, header: keyblock.KeyBlockHeader, existing: Any) -> list[str]:
+    """For a key the token already holds: its KCV must be the block's; returns how it differs from the policy."""
+    if existing is None:
+        return []
+    have = kcv_hex(hsm, existing)
+    if have != header.kcv:
+        raise DistributionError(
+            f"city {city}: token holds {label} with KCV {have} but the province's block says {header.kcv}; "
+            "a key version never changes value: nothing installed, tell the province"
+        )
+    return policy_drift(hsm, existing, installed_policy(header), header)
 
 
 def install_verified(hsm: HsmToken, kek: Any, verified: list[VerifiedBlock]) -> list[str]:
@@ -177,13 +191,15 @@ def install_verified(hsm: HsmToken, kek: Any, verified: list[VerifiedBlock]) -> 
         if item.installed:
             continue
         header = item.parsed.header
+        if item.replaces is not None:  # verified above; if the unwrap fails, the block stays for the next pass
+            hsm.destroy(item.replaces)
         hsm.unwrap(
             kek,
             item.parsed.body,
             header.algorithm,
             label=item.label,
             id=item.key_id,
-            policy=installed_policy(header.key_class),
+            policy=installed_policy(header),
         )
         done.append(item.label)
     return done
@@ -247,6 +263,7 @@ def install_for_city(bao: OpenBao, hsm: HsmToken, city: str, code: str, *, check
         hsm, kek=kek, kek_info=kek_info, city=city, city_code=code, blocks=blocks, check_mode=check_mode
     )
     installed = [v.label for v in verified if not v.installed] if check_mode else install_verified(hsm, kek, verified)
+    replaced = [{"label": v.label, "drift": list(v.drift)} for v in verified if v.replaces is not None]
     ids_set = assign_ids(hsm, code, kek_info, verified, check_mode)
     retired = retire_keys(hsm, code, {v.label for v in verified}, check_mode)
     record = status_record(city, code, kek_info, verified)
@@ -254,6 +271,7 @@ def install_for_city(bao: OpenBao, hsm: HsmToken, city: str, code: str, *, check
     return {
         "changed": kek_changed or bool(installed) or bool(retired) or bool(ids_set) or reported,
         "installed": installed,
+        "replaced": replaced,
         "ids_set": ids_set,
         "retired": retired,
         "keys": record["keys"],
@@ -278,6 +296,7 @@ def retire_keys(hsm: HsmToken, city_code: str, keep: set[str], check_mode: bool)
 def status_record(city: str, city_code: str, kek_info: dict[str, Any] | None, verified: list[VerifiedBlock]) -> dict:
     return {
         "format": STATUS_FORMAT,
+        "installed_policy": INSTALLED_POLICY,
         "city": city,
         "city_code": city_code,
         "kek": kek_info,

@@ -6,11 +6,15 @@ province's index of its own keys.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 from typing import Any
 
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import parse_key_label
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats import keyblock
+from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.algorithms import USAGES
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.catalogue import load_catalogue
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.policy import KeyPolicy
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import HsmToken
@@ -64,10 +68,47 @@ def kek_policy(*, province: bool, token: bool = True) -> KeyPolicy:
     return KeyPolicy(usage="kek", token=token, extractable=False, extra={"derive": True})
 
 
-def installed_policy(key_class: str) -> KeyPolicy:
-    """Keys a city receives: sensitive, never extractable (header exportability N), usable for derivation."""
-    del key_class
-    return KeyPolicy(usage="derive", extractable=False, extra={"encrypt": True})
+#: raised whenever installed_policy changes: a city whose status names an older one is not in step, so its next pass
+#: re-checks (and replaces) the keys it holds
+INSTALLED_POLICY = 2
+
+
+def installed_policy(header: keyblock.KeyBlockHeader) -> KeyPolicy:
+    """A key a city receives: sensitive, never extractable (header exportability N), with only the capabilities its
+    MAC-verified mode of use names (never CKA_ENCRYPT: a city PIN holder must not compute card keys as data), and
+    the block's validity as CKA_START_DATE/CKA_END_DATE."""
+    caps = keyblock.MODES_OF_USE.get(header.mode_of_use)
+    if caps is None:
+        raise DistributionError(f"key block {header.key_type!r}: no installed policy for mode {header.mode_of_use!r}")
+    usage = "derive" if caps == ("derive",) else "mac"
+    return KeyPolicy(
+        usage=usage,
+        extractable=False,
+        start_date=datetime.date.fromisoformat(header.not_before),
+        end_date=datetime.date.fromisoformat(header.not_after),
+    )
+
+
+#: what installed_policy leaves out of the capabilities a key may carry: reported, and replaced by a pass
+CAPABILITIES = ("encrypt", "decrypt", "sign", "verify", "wrap", "unwrap", "derive")
+
+
+def policy_drift(hsm: HsmToken, key: Any, policy: KeyPolicy, header: keyblock.KeyBlockHeader) -> list[str]:
+    """How an installed key differs from ``policy`` (capabilities, sensitivity, validity dates); [] when it does not.
+
+    SoftHSM 2.6.1 cannot return the dates of a private object that has them (CKR_GENERAL_ERROR; a key without dates
+    reads as empty): there a key with dates is accepted without comparing them (docs/distribution.md)."""
+    info = hsm.describe(key, with_kcv=False)
+    attrs = info["attributes"]
+    wanted = set(USAGES[policy.usage])
+    drift = [f"CKA_{cap.upper()} {attrs.get(cap)}" for cap in CAPABILITIES if attrs.get(cap, False) != (cap in wanted)]
+    if not attrs.get("sensitive") or attrs.get("extractable"):
+        drift.append("not sensitive or extractable")
+    if info["validity_source"] == "token":
+        have = (info["not_before"], info["not_after"])
+        if have != (header.not_before, header.not_after):
+            drift.append(f"validity {have[0]}..{have[1]}, the block's {header.not_before}..{header.not_after}")
+    return drift
 
 
 def kcv_hex(hsm: HsmToken, key: Any) -> str:

@@ -26,6 +26,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.enrolment import read_enrolment
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.keys import (
+    INSTALLED_POLICY,
     KCV_METHOD,
     HsmKeyOps,
     kcv_hex,
@@ -158,6 +159,10 @@ def build_city_blocks(
                 f"city {target.city}: no validity period for {grant.key_type} v{grant.version} "
                 "(not in the token, the catalogue or the grant)"
             )
+        try:  # the narrowest capability the city's copy may have travels under the MAC (docs/keyblock.md)
+            mode_of_use = keyblock.mode_of_use_for(info["attributes"])
+        except keyblock.KeyBlockError as exc:
+            raise DistributionError(f"city {target.city}: {grant.key_type} v{grant.version}: {exc}") from None
         header = keyblock.KeyBlockHeader(
             key_type=grant.key_type,
             type_code=granted_type_code(target, info, key_class, grant.version, holder),
@@ -171,6 +176,7 @@ def build_city_blocks(
             issuer=issuer,
             kek_version=target.kek_version,
             kek_kcv=kek_kcv,
+            mode_of_use=mode_of_use,
         )
         try:
             block = keyblock.build(ops, kek, key, header)
@@ -198,6 +204,8 @@ def city_in_step(
     if not record:
         return False
     status = record["data"]
+    if status.get("installed_policy") != INSTALLED_POLICY:  # installed under an older policy: the city re-checks
+        return False
     kek = status.get("kek") or {}
     if int(kek.get("version", -1)) != int(envelope["kek_version"]) or kek.get("kcv") != envelope["kek_kcv"]:
         return False
