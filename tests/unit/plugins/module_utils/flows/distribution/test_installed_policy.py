@@ -208,3 +208,27 @@ def test_a_key_from_an_older_install_is_replaced_from_its_block_and_check_mode_r
             unrestricted(key).encrypt(bytes(8), mechanism=Mechanism.DES3_ECB)
     again = install.install_for_city(None, hsm, "guangzhou", CODE, check_mode=False)
     assert again["replaced"] == [] and again["installed"] == []
+
+
+@pytest.mark.parametrize("mode", ["B", "E", "D", "N", "G", "V", "x", " "])
+def test_a_block_naming_any_other_mode_of_use_is_refused(mode) -> None:
+    header = dataclasses.replace(header_for("A1B2C3", "load", 1, KEY, 0x21), mode_of_use=mode)
+    with pytest.raises(kb.KeyBlockError, match="mode of use"):
+        header.validate()
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "mode"),
+    [
+        ({"derive": True, "encrypt": False}, "X"),
+        ({"sign": True, "verify": True}, "C"),
+        ({"derive": True, "sign": True}, "X"),
+    ],
+)
+def test_the_mode_of_use_comes_from_the_province_key_s_capabilities(capabilities, mode) -> None:
+    assert kb.mode_of_use_for(capabilities) == mode
+
+
+def test_a_province_key_that_neither_derives_nor_macs_has_no_mode_for_a_city() -> None:
+    with pytest.raises(kb.KeyBlockError, match="neither derive nor MAC"):
+        kb.mode_of_use_for({"encrypt": True, "decrypt": True})
