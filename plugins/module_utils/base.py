@@ -21,7 +21,8 @@ from copy import deepcopy
 from typing import Any, NoReturn, Protocol, TypeVar
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import TunionError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import JournalError, TunionError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.journal import record
 
 #: an argument spec, or one group of options of it (argspec.py)
 Spec = dict[str, dict[str, Any]]
@@ -50,6 +51,21 @@ class Closable(Protocol):
 
 C = TypeVar("C", bound=Closable)
 
+#: what a module's result says about the keys it changed: one dict per key (label, version, KCV; never a value)
+JournalKeys = Callable[[dict[str, Any]], list[dict[str, Any]]]
+
+
+def result_keys(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The default of ``journal_keys``: the key the result names (``label``, ``version``, ``kcv``) and each entry
+    of its ``derived`` list that changed."""
+    keys = [{k: result[k] for k in ("label", "version", "kcv") if result.get(k) is not None}]
+    keys += [
+        {k: d[k] for k in ("label", "kcv") if d.get(k) is not None}
+        for d in result.get("derived") or []
+        if isinstance(d, dict) and d.get("changed")
+    ]
+    return [k for k in keys if k]
+
 
 class TunionModule(AnsibleModule):
     """An AnsibleModule built from the module's own options and its option groups (own options win)."""
@@ -60,11 +76,33 @@ class TunionModule(AnsibleModule):
         *groups: Spec,
         requires: Iterable[Requirement] = (),
         supports_check_mode: bool = True,
+        journal: str | Callable[[dict[str, Any]], str] | None = None,
+        journal_keys: JournalKeys = result_keys,
         **kwargs: Any,
     ) -> None:
+        """``journal`` names the key operation the module performs (formats/journal.py OPERATIONS), or computes it
+        from the result (hsm_key: generated, imported or destroyed). A run that changed something, outside check
+        mode, then appends one event per key of ``journal_keys(result)`` to the node's journal (docs/journal.md)."""
         super().__init__(argument_spec=build(*groups, **options), supports_check_mode=supports_check_mode, **kwargs)
         self._requires = list(requires)
         self._opened: list[Closable] = []
+        self._journal = journal
+        self._journal_keys = journal_keys
+
+    def _record(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Append the run's events; a journal that cannot be written is a warning and ``journal.error``, since
+        the key operation itself is done and re-running it would change nothing (and record nothing)."""
+        if self._journal is None or self.check_mode or not result.get("changed"):
+            return result
+        operation = self._journal(result) if callable(self._journal) else self._journal
+        if not operation:
+            return result
+        try:
+            events = record(operation, self._journal_keys(result), self.params)
+        except JournalError as exc:
+            self.warn(f"the key operation was done but not journalled: {exc}")
+            return dict(result, journal={"error": str(exc)})
+        return dict(result, journal={"events": [e["seq"] for e in events], "head": events[-1]["digest"]})
 
     def opened(self, resource: C) -> C:
         """Remember ``resource`` (an OpenBao connection): it is closed when the module ends, whatever happens."""
@@ -96,5 +134,5 @@ class TunionModule(AnsibleModule):
             self.fail_json(msg=str(exc), **extra)
         finally:
             self._close()
-        self.exit_json(**result)
+        self.exit_json(**self._record(result))
         raise AssertionError("exit_json returned")  # pragma: no cover - it exits

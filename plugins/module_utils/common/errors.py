@@ -89,3 +89,7 @@ class SamInjectionInvariantError(TunionError, RuntimeError):
 
 class BackupError(TunionError):
     """A backup set cannot be made, or is refused for a restore (bad MAC, digest, share); nothing was written."""
+
+
+class JournalError(TunionError):
+    """A journal event that is malformed, a journal that cannot be written, or a chain that does not verify."""

@@ -149,4 +149,6 @@ def base_args(name: str, tmp: Path) -> dict[str, Any]:
             }
         case "sam_registry_info":
             return {"registry": registry, "observed_db": str(tmp / "observed.db")}
+        case "journal_verify":
+            return {"path": str(tmp / "journal.sqlite")}
     raise AssertionError(f"no base arguments for module {name}; add them here")
