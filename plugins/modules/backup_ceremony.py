@@ -136,7 +136,7 @@ def run(module: TunionModule) -> dict[str, Any]:
     files = []
     sets: dict[str, dict[str, Any]] = {}
     for custodian, quorum, value, kcv in parts:
-        directory = p["custodians"][custodian]
+        directory = os.path.expanduser(str(p["custodians"][custodian]))
         os.makedirs(directory, mode=0o700, exist_ok=True)
         path = os.path.join(directory, share_file_name("backup_kek", version, quorum))
         atomic_write(path, share_text(value.hex(), kcv.hex().upper(), custodian=custodian, quorum=quorum), 0o600)

@@ -222,8 +222,9 @@ def make_set(
         iv = p11.random_bytes(hsm.session, 16)
         files[bm.SNAPSHOT] = iv + p11.encrypt_cbc_pad(data_key, snapshot, iv)
     state: dict[str, str] = {}
-    for name, path in sorted(state_files.items()):
+    for name, declared in sorted(state_files.items()):
         entry_name = bm.check_entry_name(f"state/{name}")
+        path = os.path.expanduser(declared)
         if os.path.exists(path):
             files[entry_name] = Path(path).read_bytes()
             state[name] = path

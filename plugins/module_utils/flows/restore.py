@@ -124,7 +124,8 @@ def restore_set(
     if snapshot is not None and restore_snapshot is not None:
         restore_snapshot(snapshot)
         report["snapshot_restored"] = True
-    for name, path in sorted(state_files.items()):
+    for name, declared in sorted(state_files.items()):
+        path = os.path.expanduser(declared)
         data = verified.files.get(f"state/{name}")
         if data is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
