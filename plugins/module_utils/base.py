@@ -16,7 +16,7 @@ returning its result::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from copy import deepcopy
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -52,10 +52,10 @@ class Closable(Protocol):
 C = TypeVar("C", bound=Closable)
 
 #: what a module's result says about the keys it changed: one dict per key (label, version, KCV; never a value)
-JournalKeys = Callable[[dict[str, Any]], list[dict[str, Any]]]
+JournalKeys = Callable[[Mapping[str, Any]], list[dict[str, Any]]]
 
 
-def result_keys(result: dict[str, Any]) -> list[dict[str, Any]]:
+def result_keys(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The default of ``journal_keys``: the key the result names (``label``, ``version``, ``kcv``) and each entry
     of its ``derived`` list that changed."""
     keys = [{k: result[k] for k in ("label", "version", "kcv") if result.get(k) is not None}]
@@ -76,7 +76,7 @@ class TunionModule(AnsibleModule):
         *groups: Spec,
         requires: Iterable[Requirement] = (),
         supports_check_mode: bool = True,
-        journal: str | Callable[[dict[str, Any]], str] | None = None,
+        journal: str | Callable[[Mapping[str, Any]], str] | None = None,
         journal_keys: JournalKeys = result_keys,
         **kwargs: Any,
     ) -> None:
@@ -97,12 +97,24 @@ class TunionModule(AnsibleModule):
         operation = self._journal(result) if callable(self._journal) else self._journal
         if not operation:
             return result
+        groups: dict[str, list[dict[str, Any]]] = {}
+        # the key's version from the options when the result does not repeat it (hsm_key)
+        for named in self._journal_keys({"version": self.params.get("version"), **result}):
+            key = dict(named)
+            groups.setdefault(str(key.pop("what", operation)), []).append(key)
+        events: list[dict[str, Any]] = []
         try:
-            events = record(operation, self._journal_keys(result), self.params)
+            for what, keys in (groups or {operation: []}).items():
+                events += record(what, keys, self.params)
         except JournalError as exc:
             self.warn(f"the key operation was done but not journalled: {exc}")
             return dict(result, journal={"error": str(exc)})
         return dict(result, journal={"events": [e["seq"] for e in events], "head": events[-1]["digest"]})
+
+    def fail_json(self, msg: str, **kwargs: Any) -> NoReturn:
+        """A module that fails after changing something (sam_inject: some SAMs loaded) still journals what it did."""
+        super().fail_json(msg=msg, **(self._record(kwargs) if kwargs.get("changed") else kwargs))
+        raise AssertionError("fail_json returned")  # pragma: no cover - it exits
 
     def opened(self, resource: C) -> C:
         """Remember ``resource`` (an OpenBao connection): it is closed when the module ends, whatever happens."""

@@ -78,3 +78,72 @@ def verify_journal(path: str | None = None, anchors: Iterable[Mapping[str, Any]]
         return verify(journal.events(), anchors)
     finally:
         journal.close()
+
+
+# ------------------------------------------------ what each module's result says it changed (TunionModule journal_keys)
+# A key dict may carry ``what``: its own operation, when one module run does two (install, then retire).
+def _pick(d: Mapping[str, Any], *names: str) -> dict[str, Any]:
+    return {n: d[n] for n in names if d.get(n) is not None}
+
+
+def hsm_key_operation(result: Mapping[str, Any]) -> str:
+    """hsm_key: the master's action, or ``derive`` when only city keys were made."""
+    actions = {"generated": "generate", "imported": "import", "unwrapped": "import", "destroyed": "destroy"}
+    return actions.get(str(result.get("action")), "derive")
+
+
+def destroyed_keys(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """city_hsm_revoke: each destroyed object (label, KCV of a secret key)."""
+    return [_pick(d, "label", "kcv") for d in result.get("destroyed") or [] if isinstance(d, dict)]
+
+
+def installed_keys(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """keyblock_install: each installed key (from ``keys``, by label) and each retired one."""
+    by_label = {k.get("label"): k for k in (result.get("keys") or {}).values() if isinstance(k, dict)}
+    out = [
+        _pick({"label": label, **by_label.get(label, {})}, "label", "version", "kcv")
+        for label in result.get("installed") or []
+    ]
+    out += [dict(_pick(d, "label", "kcv"), what="retire") for d in result.get("retired") or [] if isinstance(d, dict)]
+    return out
+
+
+def published_blocks(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """keyblock_publish: each block written (``<type>.vVV`` for a city) and each block retired."""
+    out: list[dict[str, Any]] = []
+    for city, entry in sorted((result.get("cities") or {}).items()):
+        if not isinstance(entry, dict):
+            continue
+        out += [{"label": f"{name}@{city}"} for name in entry.get("blocks_written") or []]
+        out += [{"label": f"{name}@{city}", "what": "retire"} for name in entry.get("blocks_retired") or []]
+    return out
+
+
+def blacklist_version(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """sam_blacklist_publish and sam_blacklist_install: the list's version."""
+    return [{"label": "sam_blacklist", "version": result.get("version")}]
+
+
+def injected_keys(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """sam_inject: each key written into each SAM (``<type>.vVV@<serial>``)."""
+    return [
+        {"label": f"{key}@{sam.get('serial')}"}
+        for sam in result.get("sams") or []
+        if isinstance(sam, dict)
+        for key in sam.get("keys_loaded") or []
+    ]
+
+
+def enrolled_key(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """city_enrol: the transport key pair, by its public key's fingerprint."""
+    return [{"label": f"transport-rsa:{result.get('fingerprint')}"}]
+
+
+def revoked_cities(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """openbao_city_revoke: each city whose access changed, as ``revoke``, ``suspend`` or (reinstated) ``access``."""
+    what = {"revoked": "revoke", "suspended": "suspend", "active": "access"}
+    return [
+        {"holder": city, "what": what.get(str(entry.get("status")), "access")}
+        for city, entry in sorted((result.get("cities") or {}).items())
+        if isinstance(entry, dict) and entry.get("changed")
+    ]

@@ -109,3 +109,11 @@ def lab_catalogue() -> list[dict[str, Any]]:
     """The lab's key catalogue as a playbook passes it (dates as text, as they arrive through JSON)."""
     doc = yaml.safe_load((REPO / "inventories" / "lab" / "group_vars" / "all" / "key_catalogue.yml").read_text())
     return json.loads(json.dumps(doc["key_catalogue"], default=str))
+
+
+@pytest.fixture(autouse=True)
+def private_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A module that changes key state journals it (docs/journal.md): into the test's own file, not ~/.tunion."""
+    path = tmp_path / "journal.sqlite"
+    monkeypatch.setenv("TUNION_JOURNAL", str(path))
+    return path
