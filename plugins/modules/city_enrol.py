@@ -49,6 +49,7 @@ from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import journal
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.enrolment import (
     ensure_city_rsa,
     publish_enrolment,
@@ -79,7 +80,9 @@ def run(module: TunionModule) -> dict[str, Any]:
 
 def main() -> None:
     groups = (argspec.OPENBAO, argspec.PKCS11, argspec.CITY)
-    TunionModule({}, *groups, requires=[HVAC_REQUIREMENT, PKCS11_REQUIREMENT]).run(run)
+    TunionModule(
+        {}, *groups, requires=[HVAC_REQUIREMENT, PKCS11_REQUIREMENT], journal="enrol", journal_keys=journal.enrolled_key
+    ).run(run)
 
 
 if __name__ == "__main__":

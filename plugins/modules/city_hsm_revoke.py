@@ -82,6 +82,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import HsmError, RevocationError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.names import CITY_CODE_RE, city_holder
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import journal
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.holder_keys import destroy_holder_objects
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.status import is_key_version, version_selector
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
@@ -122,7 +123,9 @@ def run(module: TunionModule) -> dict[str, Any]:
 
 
 def main() -> None:
-    TunionModule(OPTIONS, argspec.PKCS11, requires=[PKCS11_REQUIREMENT]).run(run)
+    TunionModule(
+        OPTIONS, argspec.PKCS11, requires=[PKCS11_REQUIREMENT], journal="destroy", journal_keys=journal.destroyed_keys
+    ).run(run)
 
 
 if __name__ == "__main__":

@@ -170,6 +170,7 @@ from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import journal
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.hsm_keys import ensure_key
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
 
@@ -207,7 +208,11 @@ def run(module: TunionModule) -> dict[str, Any]:
 
 def main() -> None:
     TunionModule(
-        OPTIONS, argspec.PKCS11, requires=[PKCS11_REQUIREMENT], required_if=[("trusted", False, ("user_pin",))]
+        OPTIONS,
+        argspec.PKCS11,
+        requires=[PKCS11_REQUIREMENT],
+        journal=journal.hsm_key_operation,
+        required_if=[("trusted", False, ("user_pin",))],
     ).run(run)
 
 

@@ -102,6 +102,7 @@ from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import journal
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.install import install_for_city
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import check_city
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
@@ -130,7 +131,13 @@ def run(module: TunionModule) -> dict[str, Any]:
 
 def main() -> None:
     groups = (argspec.OPENBAO, argspec.PKCS11, argspec.CITY)
-    TunionModule({}, *groups, requires=[HVAC_REQUIREMENT, PKCS11_REQUIREMENT]).run(run)
+    TunionModule(
+        {},
+        *groups,
+        requires=[HVAC_REQUIREMENT, PKCS11_REQUIREMENT],
+        journal="install",
+        journal_keys=journal.installed_keys,
+    ).run(run)
 
 
 if __name__ == "__main__":

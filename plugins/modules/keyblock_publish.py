@@ -77,6 +77,7 @@ from typing import Any
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import DistributionError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import journal
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.distribution.publish import publish_for_cities
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.grants import parse_targets
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
@@ -120,7 +121,13 @@ def run(module: TunionModule) -> dict[str, Any]:
 
 def main() -> None:
     groups = (argspec.OPENBAO, argspec.PKCS11, argspec.TARGETS)
-    TunionModule(OPTIONS, *groups, requires=[HVAC_REQUIREMENT, PKCS11_REQUIREMENT]).run(run)
+    TunionModule(
+        OPTIONS,
+        *groups,
+        requires=[HVAC_REQUIREMENT, PKCS11_REQUIREMENT],
+        journal="publish",
+        journal_keys=journal.published_blocks,
+    ).run(run)
 
 
 if __name__ == "__main__":

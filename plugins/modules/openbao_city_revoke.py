@@ -132,6 +132,7 @@ from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import journal
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.city_revocation import enforce_statuses
 from ansible_collections.tunion.keymgmt.plugins.module_utils.openbao.client import HVAC_REQUIREMENT, connect
 
@@ -154,7 +155,14 @@ def run(module: TunionModule) -> dict[str, Any]:
 
 
 def main() -> None:
-    TunionModule(OPTIONS, argspec.OPENBAO, argspec.STATUS, requires=[HVAC_REQUIREMENT]).run(run)
+    TunionModule(
+        OPTIONS,
+        argspec.OPENBAO,
+        argspec.STATUS,
+        requires=[HVAC_REQUIREMENT],
+        journal="revoke",
+        journal_keys=journal.revoked_cities,
+    ).run(run)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import parse_day
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import BlacklistError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import journal
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.blacklist import (
     check_document,
     held,
@@ -119,7 +120,13 @@ def run(module: TunionModule) -> dict[str, Any]:
 
 
 def main() -> None:
-    TunionModule(OPTIONS, argspec.PKCS11, requires=[PKCS11_REQUIREMENT]).run(run)
+    TunionModule(
+        OPTIONS,
+        argspec.PKCS11,
+        requires=[PKCS11_REQUIREMENT],
+        journal="blacklist_install",
+        journal_keys=journal.blacklist_version,
+    ).run(run)
 
 
 if __name__ == "__main__":

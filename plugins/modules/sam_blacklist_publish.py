@@ -89,6 +89,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import parse_day
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import BlacklistError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import journal
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.blacklist import sign
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.blacklist import (
     entries_for,
@@ -150,7 +151,13 @@ def run(module: TunionModule) -> dict[str, Any]:
 
 def main() -> None:
     groups = (argspec.OPENBAO, argspec.PKCS11)
-    TunionModule(OPTIONS, *groups, requires=[HVAC_REQUIREMENT, PKCS11_REQUIREMENT]).run(run)
+    TunionModule(
+        OPTIONS,
+        *groups,
+        requires=[HVAC_REQUIREMENT, PKCS11_REQUIREMENT],
+        journal="blacklist_publish",
+        journal_keys=journal.blacklist_version,
+    ).run(run)
 
 
 if __name__ == "__main__":

@@ -192,6 +192,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors impor
     RegistryError,
     TunionError,
 )
+from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import journal
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.sam_injection import inject
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pcsc.channel import PYSCARD_REQUIREMENT
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session import PKCS11_REQUIREMENT
@@ -245,7 +246,13 @@ def run(module: TunionModule) -> dict[str, Any]:
 
 
 def main() -> None:
-    module = TunionModule(OPTIONS, argspec.PKCS11, requires=[PKCS11_REQUIREMENT, PYSCARD_REQUIREMENT])
+    module = TunionModule(
+        OPTIONS,
+        argspec.PKCS11,
+        requires=[PKCS11_REQUIREMENT, PYSCARD_REQUIREMENT],
+        journal="inject",
+        journal_keys=journal.injected_keys,
+    )
     module.run(run, failure_extras=refused_before_any_apdu)
 
 
