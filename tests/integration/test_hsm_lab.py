@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -166,13 +167,22 @@ def test_wrong_component_kcv_refused_and_token_unchanged(issued):
 
 
 def test_wrong_pin_is_a_clear_error_not_retried(issued):
-    run = run_ansible(
-        "ansible",
-        "guangzhou",
-        "-m",
-        "tunion.keymgmt.hsm_key_info",
-        "-a",
-        "token_label={{ hsm_token_label }} user_pin=00000000",
-    )
+    # a fresh wrong PIN per run: the node remembers every PIN its token refused and never presents it again
+    wrong = f"9{secrets.randbelow(10**10):010d}"
+
+    def attempt():
+        return run_ansible(
+            "ansible",
+            "guangzhou",
+            "-m",
+            "tunion.keymgmt.hsm_key_info",
+            "-a",
+            f"token_label={{{{ hsm_token_label }}}} user_pin={wrong}",
+        )
+
+    run = attempt()
     assert run.returncode != 0
     assert "user PIN was rejected by token 'tunion-guangzhou'; not retrying" in run.stdout
+    again = attempt()
+    assert again.returncode != 0 and "not presented again" in again.stdout
+    assert "rejected by token" not in again.stdout

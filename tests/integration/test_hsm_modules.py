@@ -107,6 +107,33 @@ def test_wrong_pin_is_a_clear_error(token, tmp_path):
     assert "999999" not in proc.stdout + proc.stderr
 
 
+def test_wrong_pin_in_a_loop_is_presented_once(token, tmp_path, monkeypatch):
+    """One run, one task looping over 6 items with a wrong user PIN: the token sees the PIN once (issue 10 item 13);
+    the 5 later module calls refuse it without presenting it."""
+    monkeypatch.setenv("TUNION_PIN_REFUSAL_DIR", str(tmp_path / "refusals"))
+    ok = _play(tmp_path, [{"tunion.keymgmt.hsm_token": {**PIN, "so_pin": SO_PIN}}])
+    assert ok.returncode == 0, ok.stdout
+    tasks = [
+        {
+            "tunion.keymgmt.hsm_key_info": {**PIN, "user_pin": "999111"},
+            "loop": [1, 2, 3, 4, 5, 6],
+            "ignore_errors": True,
+        }
+    ]
+
+    def items(proc: subprocess.CompletedProcess) -> list[str]:
+        return [line for line in proc.stdout.splitlines() if line.startswith("failed: [localhost] (item=")]
+
+    proc = _play(tmp_path, tasks)
+    results = items(proc)
+    assert len(results) == 6, proc.stdout
+    assert sum("user PIN was rejected by token 'mod'" in line for line in results) == 1, proc.stdout
+    assert sum("was refused by it at" in line and "not presented again" in line for line in results) == 5
+    assert "999111" not in proc.stdout + proc.stderr
+    again = items(_play(tmp_path, tasks))  # a later run: still not presented
+    assert len(again) == 6 and all("not presented again" in line for line in again)
+
+
 def _components(name: str, bad: int | None = None) -> list[dict]:
     out = []
     for i, c in enumerate(TEST_COMPONENTS[name], 1):

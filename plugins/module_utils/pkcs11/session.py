@@ -4,15 +4,25 @@
 
 * errors are :class:`HsmError` with a message a person can act on, which never carries a PIN or key bytes;
 * a PIN is presented once per session: a wrong PIN is reported, never retried (the token's retry counter is not
-  spent by this code), and a PIN whose token flags say "final try" or "locked" is not presented at all.
+  spent by this code), and a PIN whose token flags say "final try" or "locked" is not presented at all;
+* a PIN the token refused (CKR_PIN_INCORRECT) is never presented to that token again, by any later module call of
+  the same run or of a later run: the refusal is recorded on the host (:func:`refusal_dir`), so a loop of N items
+  spends one try, not N. A token's PIN stays wrong until it is changed, so the record outlives the run; it names a
+  file to delete once the token's PIN has been reset (an Ansible run has no identity a module could key it on).
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
+import hashlib
+import hmac
+import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 try:
@@ -29,7 +39,9 @@ except ImportError as _exc:  # pragma: no cover - reported by the modules throug
 #: for base.TunionModule(requires=...): the library name, whether it imported, and why not
 PKCS11_REQUIREMENT = ("python-pkcs11", HAS_PKCS11, PKCS11_IMPORT_ERROR)
 
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import now
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import HsmError
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.files import atomic_write
 
 _LIBS: dict[str, Any] = {}
 
@@ -107,18 +119,87 @@ def _login_guard(token: Any, who: str) -> None:
             raise HsmError(f"token {token.label!r} is on its final SO PIN try; refusing to present the SO PIN")
 
 
+#: where refused PINs are remembered, per unix user (overridable for tests and for a site's own private directory)
+REFUSAL_DIR_ENV = "TUNION_PIN_REFUSAL_DIR"
+#: bytes of HMAC kept per refused PIN: enough to tell PINs apart, too few to test PIN guesses against offline
+_TAG_BYTES = 4
+
+
+def refusal_dir() -> Path:
+    return Path(os.environ.get(REFUSAL_DIR_ENV) or Path.home() / ".tunion" / "pin-refusals")
+
+
+def _refusal_key(base: Path) -> bytes:
+    """A random key of this host user: a refused PIN is kept as a truncated HMAC under it, never as itself."""
+    path = base / ".key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as handle:
+        key = os.urandom(32)
+        handle.write(key)
+    return key
+
+
+def _token_file(base: Path, token: Any) -> Path:
+    serial = bytes(token.serial or b"")
+    return base / f"{hashlib.sha256(serial + b'/' + str(token.label).encode()).hexdigest()[:16]}.json"
+
+
+def _refusals(token: Any, who: str, pin: str, record: bool) -> tuple[str | None, Path]:
+    """(time of an earlier refusal of this PIN by this token or None, the record's file); ``record`` adds one."""
+    base = refusal_dir()
+    try:
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = _token_file(base, token)
+        with os.fdopen(os.open(base / ".lock", os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            tag = hmac.new(_refusal_key(base), f"{who}:{pin}".encode(), "sha256").hexdigest()[: 2 * _TAG_BYTES]
+            data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"token": str(token.label)}
+            data.setdefault("refused", {})
+            when = data["refused"].get(tag)
+            if record and when is None:
+                data["refused"][tag] = {"who": who, "at": now()}
+                atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # fail closed: without the record a loop would spend one try per item
+        raise HsmError(
+            f"cannot read or write the record of refused PINs under {base} ({type(exc).__name__}); "
+            f"no PIN was presented to token {token.label!r}"
+        ) from None
+    return (when or {}).get("at") if isinstance(when, dict) else None, path
+
+
+def forget_refusals(token: Any) -> None:
+    """Drop the record of PINs refused by ``token`` (its PINs were just set)."""
+    path = _token_file(refusal_dir(), token)
+    if path.exists():
+        path.unlink()
+
+
 def open_session(token: Any, rw: bool, user_pin: str | None, so_pin: str | None) -> Any:
     who = "SO" if so_pin is not None else "user"
-    if so_pin is not None or user_pin is not None:
+    pin = so_pin if so_pin is not None else user_pin
+    if pin is not None:
         _login_guard(token, "so" if so_pin is not None else "user")
+        refused_at, record = _refusals(token, who, pin, record=False)
+        if refused_at is not None:
+            raise HsmError(
+                f"the {who} PIN given for token {token.label!r} was refused by it at {refused_at}; not presented "
+                f"again (each wrong PIN spends one of the token's tries): correct the PIN source. Once the token's "
+                f"PIN has been reset to this value, delete {record}"
+            )
     try:
         if so_pin is not None:
             return token.open(rw=rw, so_pin=so_pin)
         return token.open(rw=rw, user_pin=user_pin)
     except p11e.PinIncorrect:
+        _at, record = _refusals(token, who, pin or "", record=True)
         raise HsmError(
             f"the {who} PIN was rejected by token {token.label!r}; not retrying "
-            "(each wrong PIN spends one of the token's tries)"
+            "(each wrong PIN spends one of the token's tries); it will not be presented to this token again "
+            f"(recorded in {record})"
         ) from None
     except p11e.PinLocked:
         raise HsmError(f"the {who} PIN of token {token.label!r} is locked") from None
@@ -226,6 +307,7 @@ def ensure_token(
             session.init_pin(user_pin)
     finally:
         session.close()
+    forget_refusals(token)  # new PINs: what the old ones refused says nothing about them
     result["serial"] = token.serial.decode(errors="replace").strip()
     return result
 
