@@ -36,7 +36,7 @@ class AnyKey(SecretKey, EncryptMixin, DecryptMixin, Object):
 token = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])
 out = {"keys": {}, "dates": []}
 with token.open(rw=True, user_pin=sys.stdin.read().strip()) as session:
-    for key in session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY}):
+    for key in list(session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY})):  # the search ends first
         label = key[Attribute.LABEL]
         if label.startswith("internal."):
             continue
@@ -50,7 +50,7 @@ with token.open(rw=True, user_pin=sys.stdin.read().strip()) as session:
                 call()
                 outcome[what] = "ALLOWED"
             except p11e.PKCS11Error as exc:
-                outcome[what] = type(exc).__name__
+                outcome[what] = f"{type(exc).__name__} {exc}".strip()
         out["keys"][label] = outcome
 conf = open(os.environ["SOFTHSM2_CONF"]).read()
 tokendir = next(line.split("=", 1)[1].strip() for line in conf.splitlines() if line.startswith("directories.tokendir"))
@@ -88,6 +88,8 @@ def test_installed_city_keys_refuse_encryption_and_carry_dates(city: str) -> Non
     assert found["keys"], f"{city}: no granted key installed"
     allowed = {label: o for label, o in found["keys"].items() if "ALLOWED" in o.values()}
     assert allowed == {}, f"{city}: the city PIN encrypts with {sorted(allowed)}"
+    # refused for the key's own flags (CKR_KEY_FUNCTION_NOT_PERMITTED), not for a busy session or a missing key
+    assert {v for o in found["keys"].values() for v in o.values()} == {"PKCS11Error Unmapped error code 0x68"}, found
     # one object file with both dates per granted key (the KEK and the RSA pair carry none)
     assert len(found["dates"]) == len(found["keys"]), found
     for start, end in found["dates"]:
