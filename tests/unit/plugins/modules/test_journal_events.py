@@ -55,3 +55,15 @@ def test_one_event_per_change_none_in_check_mode_or_when_unchanged(token: str, p
     assert gone["changed"] and _events(private_journal)[-1]["what"] == "destroy"
     allowed = {"label", "version", "kcv", "type", "holder"}
     assert all(set(e["key"]) <= allowed for e in _events(private_journal))
+
+
+def test_journal_verify_names_the_first_bad_event(token: str, private_journal: Path) -> None:
+    assert run_module("hsm_key", _args(token, diversify_for=["440100"]))["changed"]
+    clean = run_module("journal_verify", {"path": str(private_journal)})
+    assert not clean.get("failed") and clean["ok"] and clean["events"] == 2 and not clean["changed"]
+    with sqlite3.connect(private_journal) as db:
+        db.execute("UPDATE events SET body = replace(body, '\"ok\"', '\"failed\"') WHERE pos = 1")
+    bad = run_module("journal_verify", {"path": str(private_journal)})
+    assert bad["failed"] and bad["first_bad"] == 1 and "event 1" in bad["msg"]
+    reported = run_module("journal_verify", {"path": str(private_journal), "fail_on_bad": False})
+    assert not reported.get("failed") and reported["first_bad"] == 1
