@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 
 import hvac
@@ -123,3 +124,49 @@ def test_city_policy_is_least_privilege(province: hvac.Client) -> None:
     role = province.auth.approle.read_role(f"city-{CITY_A}")["data"]
     assert role["secret_id_num_uses"] == 1 and role["token_policies"] == [f"city-{CITY_A}"]
     assert role["secret_id_ttl"] <= 600 and role["token_no_default_policy"] is True
+
+
+def test_city_identity_cannot_overwrite_its_enrolment(province: hvac.Client) -> None:
+    """Issue 10 item 8: the enrolment is written once. With only its own AppRole credential (hvac, no project code),
+    a city identity cannot replace, patch or delete its published public key - the attack of putting an attacker's
+    RSA key in front of the province is refused by OpenBao, and the record is unchanged."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    path = f"cities/{CITY_A}/enrolment"
+    kv = province.secrets.kv.v2
+    try:
+        before = kv.read_secret_metadata(path, mount_point=MOUNT)["data"]
+    except hvac.exceptions.InvalidPath:
+        pytest.skip(f"{CITY_A} is not enrolled in the lab right now")
+    before_data = kv.read_secret_version(path, mount_point=MOUNT, raise_on_deleted_version=True)["data"]["data"]
+    attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    forged = dict(
+        before_data,
+        public_key=base64.b64encode(
+            attacker.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+        ).decode(),
+        fingerprint="0" * 16,
+    )
+    a, _, _ = city_login(province, CITY_A)
+    ckv = a.secrets.kv.v2
+    attempts = [
+        lambda: ckv.create_or_update_secret(path, forged, mount_point=MOUNT),
+        lambda: ckv.create_or_update_secret(path, forged, cas=before["current_version"], mount_point=MOUNT),
+        lambda: ckv.create_or_update_secret(path, forged, cas=0, mount_point=MOUNT),
+        lambda: ckv.patch(path, {"public_key": forged["public_key"]}, mount_point=MOUNT),
+        lambda: ckv.delete_latest_version_of_secret(path, mount_point=MOUNT),
+        lambda: ckv.delete_secret_versions(path, [before["current_version"]], mount_point=MOUNT),
+        lambda: ckv.destroy_secret_versions(path, [before["current_version"]], mount_point=MOUNT),
+        lambda: ckv.delete_metadata_and_all_versions(path, mount_point=MOUNT),
+        lambda: ckv.update_metadata(path, max_versions=1, mount_point=MOUNT),
+    ]
+    try:
+        for attempt in attempts:
+            with pytest.raises(hvac.exceptions.Forbidden):
+                attempt()
+    finally:
+        a.auth.token.revoke_self()
+    after = kv.read_secret_metadata(path, mount_point=MOUNT)["data"]
+    assert after["current_version"] == before["current_version"] and after["versions"] == before["versions"]
+    assert kv.read_secret_version(path, mount_point=MOUNT, raise_on_deleted_version=True)["data"]["data"] == before_data

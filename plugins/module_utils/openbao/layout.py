@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The OpenBao layout of the collection: the ONE owner of the KV v2 mount and of every path and name in it.
 
-* ``cities/<city>/enrolment``     city writes: its RSA public key (PKCS#1 DER, base64) and fingerprint
+* ``cities/<city>/enrolment``     city writes once (create only): its RSA public key (PKCS#1 DER, base64), fingerprint
 * ``cities/<city>/kek``           province writes: the city KEK wrapped under that public key (RSA-OAEP)
 * ``cities/<city>/blocks/<type>.v<VV>``  province writes: one key block (formats/keyblock.py)
 * ``cities/<city>/status``        city writes: the KCVs it installed, per key type and version
@@ -50,12 +50,14 @@ class OpenBaoLayout:
         return f"{self.status}/{kind}/{name}" if name else f"{self.status}/{kind}"
 
     def city_policy_hcl(self, city: str) -> str:
-        """Least privilege for one city: its own enrolment and status, read-only KEK envelope and blocks."""
+        """Least privilege for one city: its enrolment (write once) and status; KEK envelope and blocks read-only."""
         base = f"{self.mount}/data/{self.city(city)}"
         meta = f"{self.mount}/metadata/{self.city(city, 'blocks')}"
         return (
             f"# {self.role_name(city)}: written by tunion.keymgmt.openbao_city_access\n"
-            f'path "{base}/enrolment" {{ capabilities = ["create", "update", "read"] }}\n'
+            # create only: the first enrolment writes it; a city identity can never overwrite, patch or delete it
+            # (KV v2 answers a write to an existing path as "update"); only the province clears it to re-enrol
+            f'path "{base}/enrolment" {{ capabilities = ["create", "read"] }}\n'
             f'path "{base}/status" {{ capabilities = ["create", "update", "read"] }}\n'
             f'path "{base}/kek" {{ capabilities = ["read"] }}\n'
             f'path "{base}/blocks/*" {{ capabilities = ["read"] }}\n'

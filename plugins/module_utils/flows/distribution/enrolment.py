@@ -46,6 +46,17 @@ def publish_enrolment(
     current = bao.kv_read(bao.layout.mount, bao.layout.city(city, "enrolment"))
     if current and current["data"].get("fingerprint") == fp:
         return False, fp
+    if current:
+        # written once: the city policy lets no city identity overwrite it (a stolen AppRole credential must not
+        # be able to put its own public key in front of the province)
+        raise DistributionError(
+            f"city {city}: OpenBao holds the enrolment of another public key (fingerprint "
+            f"{current['data'].get('fingerprint')}), this node's key is {fp}. An enrolment is written once, by the "
+            "city's first enrolment, and no city identity may replace it: if this node's key is the genuine new "
+            "one, confirm it with the province's key officer out of band; the province clears the old enrolment "
+            f"(revocation does, or delete {bao.layout.city(city, 'enrolment')} with the province token) and the "
+            "next run enrols this key; nothing was changed"
+        )
     if not check_mode:
         bao.kv_write(
             bao.layout.mount,
