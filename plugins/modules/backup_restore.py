@@ -46,7 +46,7 @@ options:
     description:
       - Custodian name to the text of that custodian's component file for this quorum (value and kcv lines).
         Read each file on its own (one lookup per custodian), never parse it as YAML.
-    type: dict
+    type: raw
     required: true
     no_log: true
   kek_label:
@@ -105,6 +105,7 @@ from typing import Any
 
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import BackupError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.files import atomic_write
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import backup
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows.restore import restore_set
@@ -120,7 +121,7 @@ OPTIONS: Spec = {
     "set_path": {"type": "path", "required": True},
     "custodians": {"type": "list", "elements": "str", "required": True},
     "threshold": {"type": "int", "required": True},
-    "shares": {"type": "dict", "required": True, "no_log": True},
+    "shares": {"type": "raw", "required": True, "no_log": True},
     "kek_label": {"type": "str", "required": True},
     "kek_id": {"type": "str", "required": True},
     "known_sets_dir": {"type": "path"},
@@ -147,6 +148,8 @@ def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
     started = time.monotonic()
     scheme = Scheme(tuple(p["custodians"]), p["threshold"])
+    if not isinstance(p["shares"], dict):
+        raise BackupError("shares must be a mapping of custodian name to the text of that custodian's component file")
     shares = {name: component_of(text, f"the share of custodian {name}") for name, text in p["shares"].items()}
     bao = module.opened(connect(p)) if p["restore_snapshot"] else None
     report = restore_set(

@@ -149,6 +149,39 @@ def base_args(name: str, tmp: Path) -> dict[str, Any]:
             }
         case "sam_registry_info":
             return {"registry": registry, "observed_db": str(tmp / "observed.db")}
+        case "backup_ceremony":
+            return {
+                **PKCS11,
+                "so_pin": "5678",
+                "kek_label": "internal.backup_kek.v02.province",
+                "kek_id": "03320200",
+                "custodians": {"alice": str(tmp / "alice"), "bob": str(tmp / "bob"), "carol": str(tmp / "carol")},
+                "threshold": 2,
+                "record_path": str(tmp / "ceremony.json"),
+                "operator": "officer",
+            }
+        case "backup_create":
+            return {
+                **OPENBAO,
+                **PKCS11,
+                "kek_label": "internal.backup_kek.v02.province",
+                "kek_version": 2,
+                "dest_dir": str(tmp / "sets"),
+                "operator": "officer",
+                "software_version": "0.1.0",
+            }
+        case "backup_restore":
+            return {
+                **OPENBAO,
+                **PKCS11,
+                "so_pin": "5678",
+                "set_path": str(tmp / "sets" / "one"),
+                "custodians": ["alice", "bob", "carol"],
+                "threshold": 2,
+                "shares": {"alice": "value: 00\nkcv: 000000\n", "bob": "value: 00\nkcv: 000000\n"},
+                "kek_label": "internal.backup_kek.v02.province",
+                "kek_id": "03320200",
+            }
         case "journal_verify":
             return {"path": str(tmp / "journal.sqlite")}
     raise AssertionError(f"no base arguments for module {name}; add them here")
