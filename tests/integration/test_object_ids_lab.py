@@ -31,12 +31,14 @@ LABEL_RE = re.compile(r"^(?P<cls>[a-z]+)\.(?P<type>[a-z][a-z0-9_]*)\.v(?P<ver>[0
 _LIST = r"""
 import json, sys
 import pkcs11
-from pkcs11 import Attribute
+from pkcs11 import Attribute, ObjectClass
 token = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])
 with token.open(user_pin=sys.stdin.read().strip()) as session:
+    # keys only: a data object (the highest accepted SAM blacklist version, docs/blacklist.md) has no CKA_ID
+    objects = [obj for obj in session.get_objects() if obj[Attribute.CLASS] != ObjectClass.DATA]
     print(json.dumps([
         [obj.object_class.name, obj[Attribute.LABEL], bytes(obj[Attribute.ID] or b"").hex()]
-        for obj in session.get_objects()
+        for obj in objects
     ]))
 """
 
