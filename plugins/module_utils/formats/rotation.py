@@ -151,16 +151,24 @@ def plan(
 
 
 def effective_grants(
-    grants: list[dict[str, Any]], rotations: list[dict[str, Any]], retired: set[str], revoked: set[str]
+    grants: list[dict[str, Any]],
+    rotations: list[dict[str, Any]],
+    retired: set[str],
+    revoked: set[str],
+    city: str | None = None,
 ) -> list[dict[str, Any]]:
     """One active city's grants once rotations are applied (the new version added wherever the old one is granted,
-    rotated=True) and retired or revoked versions are taken away."""
+    rotated=True) and retired or revoked versions are taken away. A version rotated away because of ``city`` (its
+    revocation) is taken from it at once, grace period or not: reinstated, it gets the new version only."""
     out = [dict(g, version=int(g.get("version", 1))) for g in grants]
+    compromised = set()
     for r in sorted(rotations, key=lambda r: (r["key_type"], int(r["old_version"]))):
         have = {(g["key_type"], g["version"]) for g in out}
         if (r["key_type"], int(r["old_version"])) in have and (r["key_type"], int(r["new_version"])) not in have:
             out.append({"key_type": r["key_type"], "version": int(r["new_version"]), "rotated": True})
-    gone = retired | revoked
+        if city is not None and city in (r.get("because") or []):
+            compromised.add(version_name(r["key_type"], int(r["old_version"])))
+    gone = retired | revoked | compromised
     return [g for g in out if version_name(g["key_type"], g["version"]) not in gone]
 
 
@@ -171,7 +179,9 @@ def effective_targets(targets: list[dict[str, Any]], plan_: dict[str, Any], acti
     for target in targets:
         if target["city"] not in active:
             continue
-        grants = effective_grants(list(target.get("grants") or []), plan_["rotations"], retired, revoked)
+        grants = effective_grants(
+            list(target.get("grants") or []), plan_["rotations"], retired, revoked, city=target["city"]
+        )
         out.append(dict(target, grants=[{k: v for k, v in g.items() if k != "rotated"} for g in grants]))
     return out
 

@@ -149,3 +149,25 @@ def test_revoked_key_version_is_taken_from_every_grant() -> None:
     assert shared["destroy_versions"] == ["load_auth.v01"]
     (target,) = effective_targets([{"city": "guangzhou", "grants": grants["guangzhou"]}], shared, ["guangzhou"])
     assert target["grants"] == [{"key_type": "load", "version": 1}, {"key_type": "load_auth", "version": 2}]
+
+
+def test_reinstated_city_never_gets_the_version_rotated_away_because_of_it() -> None:
+    """Issue 10 item 14: reinstated while the old version is still in its grace period, the city that caused the
+    rotation gets the new version only; the others keep both until the grace period ends. Swept over every day from
+    the revocation to past the end of the grace period."""
+    import datetime as dt
+
+    grants = _grants("shantou", "guangzhou")
+    targets = [{"city": c, "city_code": "x", "grants": g} for c, g in grants.items()]
+    first = plan(SHARED_CATALOGUE, grants, {"shantou": {"status": "revoked", "date": "2026-11-24"}}, grace_days=30)
+    (rotation,) = first["rotations"]
+    record = {k: rotation[k] for k in ("key_type", "old_version", "new_version", "since", "retire_after", "because")}
+    back = {"shantou": {"status": "active", "date": "2026-11-25"}}
+    for offset in range(0, 35):
+        day = (dt.date(2026, 11, 24) + dt.timedelta(days=offset)).isoformat()
+        now = plan(SHARED_CATALOGUE, grants, back, grace_days=30, recorded=[record], today=day)
+        by_city = {t["city"]: t["grants"] for t in effective_targets(targets, now, ["shantou", "guangzhou"])}
+        assert {"key_type": "load_auth", "version": 1} not in by_city["shantou"], day
+        assert {"key_type": "load_auth", "version": 2} in by_city["shantou"], day
+        in_grace = day < record["retire_after"]
+        assert ({"key_type": "load_auth", "version": 1} in by_city["guangzhou"]) == in_grace, day
