@@ -93,3 +93,43 @@ def test_a_list_without_a_proper_expiry_is_never_fresh(expires: object) -> None:
     doc["expires"] = expires
     with pytest.raises(BlacklistError, match="no valid expiry"):
         check_fresh(doc, DAY)
+
+
+def test_nodes_without_a_current_list_are_reported_out_of_date() -> None:
+    from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.report import (
+        build_report,
+        collect,
+        out_of_date,
+        summary_text,
+    )
+
+    expired = "blacklist v5 expired on 2026-12-01 (today is 2026-12-02): OUT OF DATE - ...\n\x1b[2Jforged line"
+    entries = collect(
+        openbao_result={"statuses": {}},
+        province_result={},
+        blacklist_result={"version": 5, "expires": "2026-12-01", "entries": 0, "groups": {}},
+        nodes={
+            "guangzhou": {"revoke": {"skipped": True}, "blacklist": {"version": 5, "changed": True}},
+            "shenzhen": {"revoke": {"skipped": True}, "blacklist": {"failed": True, "msg": expired}},
+            "zhuhai": {"revoke": {"skipped": True}, "blacklist": {"version": 4}},
+            "shantou": {"revoke": None, "blacklist": None},
+        },
+        stations={"sam-station-01": {"failed": True, "msg": expired}},
+        city_statuses={},
+    )
+    stale = out_of_date(entries, 5)
+    assert set(stale) == {"shenzhen", "zhuhai", "shantou", "sam-station-01"}
+    assert "OUT OF DATE" in stale["shenzhen"] and stale["zhuhai"] == "holds v4, not v5"
+    assert stale["shantou"].startswith("unreachable")
+    report = build_report(
+        entries,
+        started_at="2026-12-02T00:00:00Z",
+        finished_at="2026-12-02T00:01:00Z",
+        statuses={},
+        trigger="test",
+        blacklist={"version": 5, "expires": "2026-12-01", "entries": 0, "out_of_date": stale},
+    )
+    text = summary_text(report)
+    assert "SAM blacklist: version 5, expires 2026-12-01, 0 SAM(s)" in text
+    assert "out of date (no valid, current SAM blacklist confirmed):" in text
+    assert "\x1b" not in text and "\nforged line" not in text  # free text from a node cannot forge a line
