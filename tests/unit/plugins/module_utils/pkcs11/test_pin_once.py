@@ -16,7 +16,7 @@ from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.session impo
 )
 from ansible_collections.tunion.keymgmt.plugins.module_utils.pkcs11.token import hsm_session
 
-from tunion_lab.lab import REPO
+from tunion_lab.lab import CHILD_PYTHONPATH, REPO
 from tunion_lab.scratch_token import SO_PIN, SOFTHSM, USER_PIN, temp_token
 
 WRONG = "000000"
@@ -96,7 +96,7 @@ def test_refusal_holds_across_processes_and_no_pin_is_stored(refusals):
             "except HsmError as exc:\n"
             "    print(exc)\n"
         )
-        env = dict(os.environ, SOFTHSM2_CONF=str(tmp / "softhsm2.conf"), PYTHONPATH=os.pathsep.join(sys.path))
+        env = dict(os.environ, SOFTHSM2_CONF=str(tmp / "softhsm2.conf"), PYTHONPATH=CHILD_PYTHONPATH)
         out = [
             subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=True)
             for _ in range(4)
