@@ -34,6 +34,8 @@ NO_TASK = "--tags=tunion-argument-validation-only"
 PINS = {"hsm_user_pin": "123456", "hsm_so_pin": "12345678"}
 # revoke.yml names the holder and reason on the command line.
 REVOKE = {"revoke_holder": "shantou", "revoke_reason": "argument validation test"}
+# restore.yml names the backup set and the custodians present on the command line.
+RESTORE = {"backup_restore_set": "/srv/backup/sets/example", "backup_restore_quorum": ["alice", "bob"]}
 # Where each role's entry points run (the inventory group).
 ROLE_HOSTS = {"province": "province", "openbao_setup": "province", "city_node": "cities", "sam_station": "sam_stations"}
 
@@ -81,7 +83,7 @@ def inventory_copy(tmp: Path, leave_out: str | None = None) -> Path:
 
 
 def extra_vars(leave_out: str | None = None) -> list[str]:
-    given = {k: v for k, v in {**PINS, **REVOKE}.items() if k != leave_out}
+    given = {k: v for k, v in {**PINS, **REVOKE, **RESTORE}.items() if k != leave_out}
     return ["-e", json.dumps(given)]
 
 
@@ -208,6 +210,7 @@ SITE_SPECIFIC = {
     "hsm_user_pin",  # where the PINs come from
     "hsm_so_pin",
     "hsm_custodian_dir",  # where the custodians' media are mounted
+    "backup_custodians",  # the backup KEK's custodians (第十四条) and where each one's share is mounted
     "openbao_addr",
     "openbao_ca_cert",
     "distribution_grants",
@@ -216,6 +219,8 @@ SITE_SPECIFIC = {
     "city_code",  # each city's code (hosts.yml)
     "revoke_holder",  # revoke.yml's command line
     "revoke_reason",
+    "backup_restore_set",  # restore.yml's command line
+    "backup_restore_quorum",
 }
 
 
@@ -232,7 +237,7 @@ def test_the_roles_require_exactly_the_site_specific_variables() -> None:
 def test_the_sweep_leaves_each_variable_out_of_the_example() -> None:
     """The sweep means something only if the example (or the command line) really sets each required variable."""
     given = (
-        {*PINS, *REVOKE}
+        {*PINS, *REVOKE, *RESTORE}
         | {k for p in (PRODUCTION / "group_vars").rglob("*.yml") for k in yaml.safe_load(p.read_text()) or {}}
         | {"city_code"}
     )
