@@ -39,6 +39,10 @@ class KeyPolicy:
     start_date: _dt.date | None = None
     end_date: _dt.date | None = None
     extra: dict[str, bool] = field(default_factory=dict)  # capability overrides, e.g. {"encrypt": True}
+    #: False adds CKA_MODIFIABLE/CKA_COPYABLE false: no C_SetAttributeValue, no C_CopyObject (SoftHSM 2.6.1 accepts
+    #: both in C_GenerateKey, but refuses them in C_DeriveKey/C_UnwrapKey with CKR_ATTRIBUTE_READ_ONLY)
+    modifiable: bool = True
+    copyable: bool = True
 
     def template(self, *, fixed: bool = False) -> dict[Any, Any]:
         """The PKCS#11 template.
@@ -61,8 +65,10 @@ class KeyPolicy:
                 Attribute.EXTRACTABLE: self.extractable,
             }
         )
-        if fixed:
+        if fixed or not self.modifiable:
             tpl[Attribute.MODIFIABLE] = False
+        if not self.copyable:
+            tpl[Attribute.COPYABLE] = False
         if self.extractable and self.wrap_with_trusted:
             tpl[Attribute.WRAP_WITH_TRUSTED] = True
         if self.trusted:
