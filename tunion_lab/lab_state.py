@@ -5,7 +5,9 @@ Tokens are opened as their node's own unix user (their files must stay theirs), 
 
 from __future__ import annotations
 
+import json
 import subprocess
+from typing import Any
 
 import hvac.exceptions
 import yaml
@@ -51,6 +53,25 @@ def lab_cities() -> dict[str, str]:
     """city name -> city code, from the lab inventory."""
     hosts = yaml.safe_load((INVENTORY / "hosts.yml").read_text())["all"]["children"]["cities"]["hosts"]
     return {name: str(entry["city_code"]) for name, entry in hosts.items()}
+
+
+def json_as_node(user: str, code: str, token_label: str, what: str) -> Any:
+    """Run Python `code` as the node's unix user with the token's user PIN on stdin; its stdout as JSON.
+
+    `code` gets the SoftHSM library and `token_label` as argv[1:3]. A failure names `what` and the node's stderr.
+    """
+    proc = subprocess.run(
+        _as_node(user, code, token_label),
+        input=_pin(token_label, "user"),
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"{what} as {user} failed: {proc.stderr.strip()[-800:]}")
+    return json.loads(proc.stdout)
 
 
 def _as_node(user: str, code: str, *args: str) -> list[str]:

@@ -9,12 +9,9 @@ CKR_GENERAL_ERROR when they are read back): every granted key's object file hold
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 import pytest
 
-from tunion_lab.lab_state import PIN_DIR, _as_node, lab_cities
+from tunion_lab.lab_state import json_as_node, lab_cities
 
 pytestmark = [pytest.mark.lab]
 
@@ -68,18 +65,7 @@ print(json.dumps(out))
 
 
 def attack(city: str) -> dict:
-    user, token_label = f"city-{city}", f"tunion-{city}"
-    proc = subprocess.run(
-        _as_node(user, _ATTACK, token_label),
-        input=(PIN_DIR / f"{token_label}.user").read_text().strip(),
-        capture_output=True,
-        text=True,
-        cwd="/",
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"attack as {user} failed: {proc.stderr.strip()[-800:]}"
-    return json.loads(proc.stdout)
+    return json_as_node(f"city-{city}", _ATTACK, f"tunion-{city}", "the attack")
 
 
 @pytest.mark.parametrize("city", lab_cities())

@@ -8,15 +8,13 @@ docs/hsm.md lists for the collection's own objects (KEKs 0xF1, RSA transport key
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 
 import pytest
 import yaml
 
 from tunion_lab.lab import REPO
-from tunion_lab.lab_state import PIN_DIR, _as_node, lab_cities
+from tunion_lab.lab_state import json_as_node, lab_cities
 
 pytestmark = [pytest.mark.lab]
 
@@ -50,17 +48,7 @@ def catalogue_codes() -> dict[tuple[str, str], int]:
 
 def token_objects(user: str, token_label: str) -> list[list[str]]:
     """_LIST run as the node's unix user, with the node's SoftHSM configuration (the lab tooling's runner)."""
-    proc = subprocess.run(
-        _as_node(user, _LIST, token_label),
-        input=(PIN_DIR / f"{token_label}.user").read_text().strip(),
-        capture_output=True,
-        text=True,
-        cwd="/",
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"listing {token_label} as {user} failed: {proc.stderr.strip()[-500:]}"
-    return json.loads(proc.stdout)
+    return json_as_node(user, _LIST, token_label, f"listing {token_label}")
 
 
 def expected_id(label: str, codes: dict[tuple[str, str], int]) -> str | None:
