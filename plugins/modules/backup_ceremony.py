@@ -34,9 +34,21 @@ options:
     type: str
     required: true
   custodians:
-    description: Custodian name to the directory that receives their components (each custodian's own medium).
-    type: dict
+    description:
+      - The custodians, each with the directory that receives their components (each custodian's own medium).
+      - The playbooks build it from the inventory's C(backup_custodians) (name to directory) with C(dict2items).
+    type: list
+    elements: dict
     required: true
+    suboptions:
+      name:
+        description: The custodian's name.
+        type: str
+        required: true
+      directory:
+        description: The directory that receives this custodian's components (created 0700).
+        type: path
+        required: true
   threshold:
     description: How many custodians (M) bring the KEK back; 2 or 3.
     type: int
@@ -58,7 +70,10 @@ EXAMPLES = r"""
     so_pin: "{{ hsm_so_pin }}"
     kek_label: internal.backup_kek.v02.province
     kek_id: "3202"
-    custodians: {alice: /media/alice, bob: /media/bob, carol: /media/carol}
+    custodians:
+      - {name: alice, directory: /media/alice}
+      - {name: bob, directory: /media/bob}
+      - {name: carol, directory: /media/carol}
     threshold: 2
     record_path: /var/lib/tunion/backup/ceremony-v02.json
     operator: officer-1
@@ -88,6 +103,7 @@ from typing import Any
 from ansible_collections.tunion.keymgmt.plugins.module_utils import argspec
 from ansible_collections.tunion.keymgmt.plugins.module_utils.base import Spec, TunionModule
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.clock import now
+from ansible_collections.tunion.keymgmt.plugins.module_utils.common.errors import BackupError
 from ansible_collections.tunion.keymgmt.plugins.module_utils.common.files import atomic_write
 from ansible_collections.tunion.keymgmt.plugins.module_utils.flows import backup
 from ansible_collections.tunion.keymgmt.plugins.module_utils.formats.shares import (
@@ -104,7 +120,12 @@ OPTIONS: Spec = {
     "so_pin": {"type": "str", "no_log": True, "required": True},
     "kek_label": {"type": "str", "required": True},
     "kek_id": {"type": "str", "required": True},
-    "custodians": {"type": "dict", "required": True},
+    "custodians": {
+        "type": "list",
+        "elements": "dict",
+        "required": True,
+        "options": {"name": {"type": "str", "required": True}, "directory": {"type": "path", "required": True}},
+    },
     "threshold": {"type": "int", "required": True},
     "record_path": {"type": "path", "required": True},
     "operator": {"type": "str", "required": True},
@@ -113,7 +134,10 @@ OPTIONS: Spec = {
 
 def run(module: TunionModule) -> dict[str, Any]:
     p = module.params
-    scheme = Scheme(tuple(p["custodians"]), p["threshold"])
+    directories = {c["name"]: c["directory"] for c in p["custodians"]}
+    if len(directories) != len(p["custodians"]):
+        raise BackupError("a custodian is named twice in custodians: each custodian holds their own shares")
+    scheme = Scheme(tuple(directories), p["threshold"])
     version = int(p["kek_label"].split(".")[2][1:], 16)
     with session_from_params(p, rw=False) as tok:
         existing = tok.find_key(label=p["kek_label"])
@@ -127,8 +151,8 @@ def run(module: TunionModule) -> dict[str, Any]:
     with session_from_params(p, so=True) as so:
         backup.store_kek(
             so,
-            [v for v, _ in first],
-            [k for _, k in first],
+            [v for v, _kcv in first],
+            [k for _value, k in first],
             label=p["kek_label"],
             key_id=bytes.fromhex(p["kek_id"]),
             kcv=kek_kcv,
@@ -136,7 +160,7 @@ def run(module: TunionModule) -> dict[str, Any]:
     files = []
     sets: dict[str, dict[str, Any]] = {}
     for custodian, quorum, value, kcv in parts:
-        directory = os.path.expanduser(str(p["custodians"][custodian]))
+        directory = directories[custodian]
         os.makedirs(directory, mode=0o700, exist_ok=True)
         path = os.path.join(directory, share_file_name("backup_kek", version, quorum))
         atomic_write(path, share_text(value.hex(), kcv.hex().upper(), custodian=custodian, quorum=quorum), 0o600)

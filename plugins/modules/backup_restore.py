@@ -48,7 +48,6 @@ options:
         Read each file on its own (one lookup per custodian), never parse it as YAML.
     type: raw
     required: true
-    no_log: true
   kek_label:
     description: Label of the backup KEK, re-formed in the token from the shares.
     type: str

@@ -104,7 +104,7 @@ def run(module: TunionModule) -> dict[str, Any]:
     before = held(p["path"])
     with session_from_params(p, rw=not module.check_mode) as hsm:
         verify(hsm, doc, city_code=p["city_code"])
-        changed, _ = install(hsm, p["path"], doc, today=today, check_mode=module.check_mode)
+        changed, _installed = install(hsm, p["path"], doc, today=today, check_mode=module.check_mode)
     prev = (before or {}).get("version", 0)
     prev = prev if isinstance(prev, int) and not isinstance(prev, bool) else 0
     result: dict[str, Any] = {

@@ -69,17 +69,17 @@ def ceremony_components(
     chosen so that the set XORs to the same KEK. Each set is then combined in the HSM (check mode, nothing stored)
     and must give the first set's KCV."""
     quorums = scheme.quorums
-    first = [bytearray(random(32)) for _ in quorums[0]]
+    first = [bytearray(random(32)) for _member in quorums[0]]
     out: list[tuple[str, tuple[str, ...], bytearray, bytes]] = []
     kek_kcv = b""
     for number, quorum in enumerate(quorums):
         if number == 0:
             parts = first
         else:
-            parts = [bytearray(random(32)) for _ in quorum[1:]]
+            parts = [bytearray(random(32)) for _member in quorum[1:]]
             parts.insert(0, _xor([*first, *parts]))
         kcvs = [user_hsm.component_kcv(KEK_ALGORITHM, p, KEK_KCV_METHOD) for p in parts]
-        _, kcv = user_hsm.import_components(
+        _key, kcv = user_hsm.import_components(
             KEK_ALGORITHM,
             [bytearray(p) for p in parts],
             kcvs,
@@ -144,7 +144,7 @@ def quorum_parts(
 
 def session_kek(hsm: HsmToken, parts: Sequence[bytearray], kcvs: Sequence[bytes], expected_kcv: str) -> Any:
     """The backup KEK as a session object (gone when the session ends), checked against the manifest's KCV."""
-    key, _ = hsm.import_components(
+    key, _created = hsm.import_components(
         KEK_ALGORITHM,
         [bytearray(p) for p in parts],
         list(kcvs),
@@ -370,9 +370,9 @@ def restore_keys(hsm: HsmToken, kek: Any, verified: VerifiedSet, *, so_session: 
             got = hsm.kcv(obj).hex().upper()
             if len(entry.get("kcv") or "") != 6 or not hmac.compare_digest(got, entry["kcv"]):
                 raise BackupError(f"{label}: restored key's KCV {got} is not the manifest's {entry.get('kcv')}")
-        return [{k: e.get(k) for k in ("label", "id", "object_class", "algorithm", "kcv")} for _, e in staged]
+        return [{k: e.get(k) for k in ("label", "id", "object_class", "algorithm", "kcv")} for _obj, e in staged]
     except BaseException:
-        for obj, _ in staged:
+        for obj, _entry in staged:
             hsm.destroy(obj)
         raise
 

@@ -35,7 +35,7 @@ def newer_sets(set_path: str, known_dir: str | None, created: str) -> list[dict[
     if not known_dir or not os.path.isdir(known_dir):
         return []
     this = Path(set_path).resolve()
-    _, _, mine, _ = backup.read_set(set_path)
+    _manifest_bytes, _mac, mine, _entries = backup.read_set(set_path)
     my_labels = {k["label"] for k in mine["keys"]}
     out = []
     for manifest_path in sorted(Path(known_dir).glob(f"*/{bm.MANIFEST}")):
@@ -80,7 +80,7 @@ def restore_set(
                 "nothing was written"
             )
         quorum, parts, kcvs = backup.quorum_parts(scheme, shares, tok)
-        _, _, manifest, _ = backup.read_set(set_path)
+        _manifest_bytes, _mac, manifest, _entries = backup.read_set(set_path)
         kek = backup.session_kek(tok, parts, kcvs, manifest["backup_kek"]["kcv"])
         verified = backup.verify_set(tok, kek, set_path)
         newer = newer_sets(set_path, known_dir, str(manifest["created"]))

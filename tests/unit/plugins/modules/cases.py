@@ -155,7 +155,7 @@ def base_args(name: str, tmp: Path) -> dict[str, Any]:
                 "so_pin": "5678",
                 "kek_label": "internal.backup_kek.v02.province",
                 "kek_id": "03320200",
-                "custodians": {"alice": str(tmp / "alice"), "bob": str(tmp / "bob"), "carol": str(tmp / "carol")},
+                "custodians": [{"name": n, "directory": str(tmp / n)} for n in ("alice", "bob", "carol")],
                 "threshold": 2,
                 "record_path": str(tmp / "ceremony.json"),
                 "operator": "officer",
