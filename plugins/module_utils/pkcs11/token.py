@@ -157,9 +157,13 @@ class HsmToken:
         return key
 
     def list_keys(self, object_class: Any = None) -> list[Any]:
-        attrs = {Attribute.CLASS: _object_class(object_class)} if object_class is not None else {}
+        """The token's key objects (secret, public and private keys), or those of one class. Data objects (the
+        highest accepted blacklist version) are not keys: python-pkcs11 gives them no label or key attributes."""
+        classes = [object_class] if object_class is not None else ["secret_key", "public_key", "private_key"]
+        objs: list[Any] = []
         with pkcs11_errors("listing objects"):
-            objs = list(self.session.get_objects(attrs))
+            for cls in classes:
+                objs += self.session.get_objects({Attribute.CLASS: _object_class(cls)})
         return objs
 
     # ---------------------------------------------------------------- validity

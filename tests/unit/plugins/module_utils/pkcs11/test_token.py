@@ -306,3 +306,22 @@ def test_combined_and_component_kcvs_are_compared_exactly(tok, case):
         check_mode=True,
     )
     assert key is None and kcv == kcv_des3(clear)
+
+
+def test_list_keys_lists_keys_not_data_objects(tok):
+    # a node's token holds a data object (the highest accepted blacklist version): it is not a key
+    before = _count(tok)
+    data = tok.session.create_object(
+        {Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: False, Attribute.LABEL: "data", Attribute.VALUE: b"7"}
+    )
+    key = _import_clear(tok, bytes(range(16)))
+    try:
+        listed = tok.list_keys()
+        assert len(listed) == before + 1
+        assert all(
+            o.object_class in (ObjectClass.SECRET_KEY, ObjectClass.PUBLIC_KEY, ObjectClass.PRIVATE_KEY) for o in listed
+        )
+        assert len(tok.list_keys("secret_key")) == len([o for o in listed if o.object_class == ObjectClass.SECRET_KEY])
+    finally:
+        key.destroy()
+        data.destroy()
